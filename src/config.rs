@@ -1,0 +1,241 @@
+//! Command-line flags → a validated [`Config`]; defaults; `--help` text.
+//!
+//! Parsing is separate from running so that the flags can be tested without sockets and so a
+//! library user (the tests, the benches) can build a `Config` in code.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything the server needs to know to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to accept SOCKS clients on.
+    pub listen: Vec<SocketAddr>,
+    pub log_level: log::LevelFilter,
+    /// From accept until the request is complete (greeting, auth, request).
+    pub handshake_timeout: Duration,
+    /// From the complete request until the upstream connection is up (resolving included).
+    pub connect_timeout: Duration,
+    /// A relay with no bytes moving in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// Cap on simultaneous client connections; `None` derives it from the fd limit.
+    pub max_connections: Option<usize>,
+    /// Threads that run blocking `getaddrinfo` calls off the event loop.
+    pub resolver_threads: usize,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![DEFAULT_LISTEN.parse().expect("valid default address")],
+            log_level: log::LevelFilter::Info,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: None,
+            resolver_threads: 4,
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Action {
+    Run(Config),
+    PrintHelp,
+    PrintVersion,
+}
+
+/// A bad flag or value: the message names it. Shown as one line, exit code 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const HELP: &str = "\
+socksloop: a SOCKS5 proxy server on one event loop
+
+USAGE:
+    socksloop [OPTIONS]
+
+OPTIONS:
+    --listen ADDR:PORT          Accept clients here; repeat for several addresses.
+                                IPv6 in brackets: [::1]:1080. [default: 127.0.0.1:1080]
+    --log-level LEVEL           error, warn, info, debug or trace [default: info]
+    --handshake-timeout SECS    Time allowed from accept to a complete request [default: 10]
+    --connect-timeout SECS      Time allowed to resolve and connect upstream [default: 10]
+    --idle-timeout SECS         Close a relay after this long without traffic [default: 300]
+    --max-connections N         Simultaneous clients; beyond it accepting pauses
+                                [default: derived from the open-file limit]
+    --resolver-threads N        Threads for DNS lookups, off the event loop [default: 4]
+    -h, --help                  Print this help
+    -V, --version               Print the version
+
+Timeouts take seconds, fractions allowed (0.5).
+";
+
+/// Parse the process's arguments (without the program name).
+pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains(["-h", "--help"]) {
+        return Ok(Action::PrintHelp);
+    }
+    if args.contains(["-V", "--version"]) {
+        return Ok(Action::PrintVersion);
+    }
+    let mut config = Config::default();
+
+    let listen: Vec<String> = args.values_from_str("--listen").map_err(flag_error)?;
+    if !listen.is_empty() {
+        config.listen = listen.iter().map(|s| parse_socket_addr("--listen", s)).collect::<Result<_, _>>()?;
+    }
+    if let Some(level) = take(&mut args, "--log-level", parse_log_level)? {
+        config.log_level = level;
+    }
+    for (flag, slot) in [
+        ("--handshake-timeout", &mut config.handshake_timeout),
+        ("--connect-timeout", &mut config.connect_timeout),
+        ("--idle-timeout", &mut config.idle_timeout),
+    ] {
+        if let Some(value) = take(&mut args, flag, |s| parse_seconds(flag, s))? {
+            *slot = value;
+        }
+    }
+    config.max_connections =
+        take(&mut args, "--max-connections", |s| parse_positive("--max-connections", s))?;
+    if let Some(n) = take(&mut args, "--resolver-threads", |s| parse_positive("--resolver-threads", s))? {
+        config.resolver_threads = n;
+    }
+
+    let rest = args.finish();
+    if let Some(first) = rest.first() {
+        let shown = first.to_string_lossy();
+        return Err(ConfigError(if shown.starts_with('-') {
+            format!("unknown flag '{shown}' (see --help)")
+        } else {
+            format!("unexpected argument '{shown}' (see --help)")
+        }));
+    }
+    Ok(Action::Run(config))
+}
+
+/// Take an optional flag's value and parse it with our own parser, whose error names the flag.
+fn take<T>(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    match args.opt_value_from_str::<_, String>(flag).map_err(flag_error)? {
+        Some(raw) => parse(&raw).map(Some).map_err(ConfigError),
+        None => Ok(None),
+    }
+}
+
+fn flag_error(error: pico_args::Error) -> ConfigError {
+    ConfigError(format!("{error} (see --help)"))
+}
+
+fn parse_socket_addr(flag: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        ConfigError(format!(
+            "invalid value '{s}' for {flag}: expected IP:PORT such as 127.0.0.1:1080 or [::1]:1080"
+        ))
+    })
+}
+
+fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        "trace" => Ok(log::LevelFilter::Trace),
+        _ => Err(format!("invalid value '{s}' for --log-level: expected error, warn, info, debug or trace")),
+    }
+}
+
+fn parse_seconds(flag: &str, s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 * 365.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("invalid value '{s}' for {flag}: expected a number of seconds > 0")),
+    }
+}
+
+fn parse_positive(flag: &str, s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("invalid value '{s}' for {flag}: expected a whole number > 0")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Action, ConfigError> {
+        parse_args(args.iter().map(OsString::from).collect())
+    }
+
+    fn config(args: &[&str]) -> Config {
+        match parse(args) {
+            Ok(Action::Run(config)) => config,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]);
+        assert_eq!(c.listen, vec!["127.0.0.1:1080".parse().unwrap()]);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn repeated_listen_and_ipv6() {
+        let c = config(&["--listen", "[::1]:1081", "--listen", "127.0.0.1:1082"]);
+        assert_eq!(c.listen, vec!["[::1]:1081".parse().unwrap(), "127.0.0.1:1082".parse().unwrap()]);
+    }
+
+    #[test]
+    fn fractional_timeouts() {
+        let c = config(&["--handshake-timeout", "0.5", "--idle-timeout=60"]);
+        assert_eq!(c.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_value() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--listen", "nowhere"], "--listen"),
+            (&["--log-level", "loud"], "--log-level"),
+            (&["--connect-timeout", "0"], "--connect-timeout"),
+            (&["--idle-timeout", "-3"], "--idle-timeout"),
+            (&["--max-connections", "many"], "--max-connections"),
+            (&["--bogus"], "--bogus"),
+            (&["--listen"], "--listen"),
+        ];
+        for (args, name) in cases {
+            let err = parse(args).expect_err("should fail");
+            assert!(err.0.contains(name), "{args:?} gave {err}");
+            assert!(!err.0.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert!(matches!(parse(&["--help"]), Ok(Action::PrintHelp)));
+        assert!(matches!(parse(&["-V"]), Ok(Action::PrintVersion)));
+    }
+}

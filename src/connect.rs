@@ -1,0 +1,114 @@
+//! Nonblocking outbound connects, and what their failures mean to a SOCKS client.
+//!
+//! `start` returns as soon as the kernel has begun the TCP handshake (EINPROGRESS). The
+//! loop then waits for the socket to become writable and calls [`progress`]: writability
+//! alone does not mean success (a refused connect is also "writable"), so `SO_ERROR` is read
+//! first, then `getpeername` tells a finished connect from a spurious wakeup.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::protocol::Reply;
+
+/// Begin connecting to `addr` without blocking.
+pub fn start(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    // A proxy must not add latency: forward each small write as soon as it is read.
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Where a pending connect stands.
+#[derive(Debug)]
+pub enum Progress {
+    Connected,
+    /// Spurious wakeup: still connecting.
+    Pending,
+    Failed(io::Error),
+}
+
+/// Check a connect after a readiness event on its socket.
+pub fn progress(stream: &TcpStream) -> Progress {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => return Progress::Failed(e),
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => Progress::Connected,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Progress::Pending,
+        Err(e) => Progress::Failed(e),
+    }
+}
+
+/// Map the final connect error to a reply code (RFC 1928 §6).
+pub fn reply_for_error(error: &io::Error) -> Reply {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
+        io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
+        io::ErrorKind::NetworkUnreachable | io::ErrorKind::NetworkDown => Reply::NetworkUnreachable,
+        io::ErrorKind::TimedOut => Reply::TtlExpired,
+        // A local firewall rule (EPERM/EACCES) is a ruleset refusal in SOCKS terms.
+        io::ErrorKind::PermissionDenied => Reply::NotAllowedByRuleset,
+        _ => Reply::GeneralFailure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_mapping_covers_the_rfc_codes() {
+        let cases = [
+            (libc::ECONNREFUSED, Reply::ConnectionRefused),
+            (libc::EHOSTUNREACH, Reply::HostUnreachable),
+            (libc::ENETUNREACH, Reply::NetworkUnreachable),
+            (libc::ENETDOWN, Reply::NetworkUnreachable),
+            (libc::ETIMEDOUT, Reply::TtlExpired),
+            (libc::EACCES, Reply::NotAllowedByRuleset),
+            (libc::EPERM, Reply::NotAllowedByRuleset),
+            (libc::EADDRNOTAVAIL, Reply::GeneralFailure),
+            (libc::EMFILE, Reply::GeneralFailure),
+        ];
+        for (errno, reply) in cases {
+            assert_eq!(reply_for_error(&io::Error::from_raw_os_error(errno)), reply, "errno {errno}");
+        }
+    }
+
+    #[test]
+    fn refused_loopback_connect_is_reported() {
+        // Bind then drop a listener to find a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut stream = match start(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                assert_eq!(reply_for_error(&e), Reply::ConnectionRefused);
+                return;
+            }
+        };
+        poll.registry().register(&mut stream, mio::Token(1), mio::Interest::WRITABLE).unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        for _ in 0..50 {
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(100))).unwrap();
+            match progress(&stream) {
+                Progress::Pending => continue,
+                Progress::Failed(e) => {
+                    assert_eq!(reply_for_error(&e), Reply::ConnectionRefused);
+                    return;
+                }
+                Progress::Connected => panic!("nothing listens on {addr}"),
+            }
+        }
+        panic!("connect never finished");
+    }
+}

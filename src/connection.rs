@@ -1,0 +1,542 @@
+//! One client's state machine, from accept to close.
+//!
+//! ```text
+//!  accept ─▶ AwaitGreeting ─▶ AwaitRequest ─┬─ IP literal ─────────────▶ Connecting ─▶ Relaying ─▶ closed
+//!                                           └─ domain ─▶ Resolving ─────▲
+//!  any handshake error, refusal or failed connect ─▶ Rejecting (flush reply, linger) ─▶ closed
+//! ```
+//!
+//! A `Connection` owns its sockets and knows nothing of other connections. The event loop
+//! (`server.rs`) feeds it readiness ([`Connection::record`]), resolver answers
+//! ([`Connection::on_resolved`]) and deadlines ([`Connection::on_timeout`]), then calls
+//! [`Connection::drive`], which runs the current phase until it has to wait, and says
+//! whether to keep, revisit or close the connection. Everything the connection needs from
+//! the loop (the registry, the resolver, the timers, the shared scratch buffer) arrives in a
+//! [`Ctx`], so the loop stays the only owner of shared state.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry};
+
+use crate::config::Config;
+use crate::connect::{self, Progress};
+use crate::protocol::{
+    self, Command, Invalid, Method, Parse, Reply, TargetAddr, encode_method_selection, encode_reply,
+};
+use crate::relay::{self, Pipe};
+use crate::resolver::{self, Lookup, NameCheck, Resolver};
+use crate::sockio::{self, Io, Readiness};
+use crate::timer::{Deadline, Timers};
+use crate::token::{self, Side};
+
+/// How many bytes one connection may read per direction per wakeup before yielding the loop
+/// to others (fairness; 1 MiB keeps syscall overhead low and latency for others bounded).
+const RELAY_BUDGET: usize = 1 << 20;
+/// Handshake bytes are collected here: larger than the longest greeting (257), auth (513)
+/// or request (262), so a complete message always fits, with room for coalesced early data.
+const HANDSHAKE_BUF: usize = 1024;
+/// How long a rejected client gets to read its reply and close before we cut it off.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What the loop should do with a connection after driving it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing more to do until the next event, answer or deadline.
+    Wait,
+    /// Work is left (the fairness budget ran out): drive again soon, without waiting for an event.
+    Again,
+    /// The connection is finished; the reason goes into the log line.
+    Close(&'static str),
+}
+
+/// What the loop lends a connection while driving it.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub resolver: &'a Resolver,
+    pub timers: &'a mut Timers,
+    /// Loop-owned buffer for relay reads, shared by all connections.
+    pub scratch: &'a mut [u8],
+    pub config: &'a Config,
+    pub now: Instant,
+    pub key: usize,
+}
+
+/// Bytes received during the handshake and not yet parsed.
+struct Handshake {
+    buf: [u8; HANDSHAKE_BUF],
+    len: usize,
+}
+
+impl Handshake {
+    fn new() -> Box<Handshake> {
+        Box::new(Handshake { buf: [0; HANDSHAKE_BUF], len: 0 })
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Drop the first `n` bytes (a parsed message), keeping what follows it.
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+}
+
+/// The phases of a connection. Each variant holds only what that phase needs.
+enum Phase {
+    /// Waiting for `05 NMETHODS METHODS` (RFC 1928 §3).
+    AwaitGreeting(Box<Handshake>),
+    /// Method chosen; waiting for `05 CMD 00 ATYP ADDR PORT` (RFC 1928 §4).
+    AwaitRequest(Box<Handshake>),
+    /// A domain name is with the resolver threads; the answer comes through the waker.
+    Resolving,
+    /// Trying the target's addresses in order; `upstream` holds the attempt in flight.
+    Connecting { addrs: Vec<SocketAddr>, next: usize, last_error: Option<io::Error> },
+    /// Both sockets up: bytes flow both ways through the two pipes.
+    Relaying,
+    /// An error reply (or `05 FF`) is queued: flush it, half-close, wait briefly for the
+    /// client's FIN so the reply is not destroyed by a reset, then close.
+    Rejecting,
+    /// Finished; waiting for the loop to remove it after the current batch of events.
+    Closed,
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::AwaitGreeting(_) => "AwaitGreeting",
+            Phase::AwaitRequest(_) => "AwaitRequest",
+            Phase::Resolving => "Resolving",
+            Phase::Connecting { .. } => "Connecting",
+            Phase::Relaying => "Relaying",
+            Phase::Rejecting => "Rejecting",
+            Phase::Closed => "Closed",
+        }
+    }
+}
+
+/// A client connection and, once connected, its upstream.
+pub struct Connection {
+    /// Unique per worker; tells a reused slab key from the connection that had it before.
+    pub generation: u64,
+    pub deadline: Deadline,
+    client: TcpStream,
+    client_addr: SocketAddr,
+    client_ready: Readiness,
+    upstream: Option<TcpStream>,
+    upstream_ready: Readiness,
+    phase: Phase,
+    to_upstream: Pipe,
+    to_client: Pipe,
+    started: Instant,
+    target: Option<TargetAddr>,
+    reply: Option<Reply>,
+    /// Bytes of SOCKS replies queued to the client (not counted as relayed payload).
+    control_bytes: u8,
+}
+
+impl Connection {
+    /// A freshly accepted client. Both readiness flags start set: the greeting has often
+    /// arrived with the connection, and a failed optimistic read costs one syscall.
+    pub fn new(client: TcpStream, client_addr: SocketAddr, generation: u64, now: Instant) -> Connection {
+        Connection {
+            generation,
+            deadline: Deadline::new(now),
+            client,
+            client_addr,
+            client_ready: Readiness { readable: true, writable: true },
+            upstream: None,
+            upstream_ready: Readiness::default(),
+            phase: Phase::AwaitGreeting(Handshake::new()),
+            to_upstream: Pipe::default(),
+            to_client: Pipe::default(),
+            started: now,
+            target: None,
+            reply: None,
+            control_bytes: 0,
+        }
+    }
+
+    /// The client socket, for registration with the poll.
+    pub fn client_mut(&mut self) -> &mut TcpStream {
+        &mut self.client
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Enter `Closed`: later events in this batch are ignored until the loop removes it.
+    pub fn mark_closed(&mut self) {
+        if !self.is_closed() {
+            self.set_phase(Phase::Closed);
+        }
+    }
+
+    /// Record a readiness event for one of this connection's sockets.
+    pub fn record(&mut self, side: Side, event: &mio::event::Event) {
+        match side {
+            Side::Client => self.client_ready.record(event),
+            // Events for an upstream that no longer exists (a failed attempt) are stale hints.
+            Side::Upstream if self.upstream.is_some() => self.upstream_ready.record(event),
+            Side::Upstream | Side::Aux => {}
+        }
+    }
+
+    /// Run the current phase until it must wait for something.
+    pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        // Each pass either changes phase or returns; more passes than phases means a bug.
+        for _ in 0..16 {
+            let step = match self.phase {
+                Phase::AwaitGreeting(_) => self.on_greeting_bytes(ctx),
+                Phase::AwaitRequest(_) => self.on_request_bytes(ctx),
+                Phase::Resolving => Pass::Wait,
+                Phase::Connecting { .. } => self.on_connect_progress(ctx),
+                Phase::Relaying => self.relay(ctx),
+                Phase::Rejecting => self.linger(),
+                Phase::Closed => return Step::Close("closed"),
+            };
+            match step {
+                Pass::Next => continue,
+                Pass::Wait => return Step::Wait,
+                Pass::Again => return Step::Again,
+                Pass::Close(reason) => {
+                    self.set_phase(Phase::Closed);
+                    return Step::Close(reason);
+                }
+            }
+        }
+        log::error!("conn {}: drive did not settle in {}; closing", self.generation, self.phase.name());
+        self.set_phase(Phase::Closed);
+        Step::Close("internal error")
+    }
+
+    /// The resolver answered this connection's lookup.
+    pub fn on_resolved(&mut self, ctx: &mut Ctx<'_>, result: io::Result<Vec<SocketAddr>>) {
+        if !matches!(self.phase, Phase::Resolving) {
+            return;
+        }
+        match result {
+            Ok(addrs) if !addrs.is_empty() => self.begin_connecting(addrs),
+            Ok(_) => self.reject(ctx, Reply::HostUnreachable),
+            Err(e) => {
+                log::debug!("conn {}: lookup failed: {e}", self.generation);
+                self.reject(ctx, Reply::HostUnreachable);
+            }
+        }
+    }
+
+    /// The current phase's deadline has passed.
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self.phase {
+            Phase::AwaitGreeting(_) | Phase::AwaitRequest(_) => Step::Close("handshake timeout"),
+            Phase::Resolving | Phase::Connecting { .. } => {
+                log::debug!("conn {}: connect timeout", self.generation);
+                self.reject(ctx, Reply::TtlExpired);
+                self.drive(ctx)
+            }
+            Phase::Relaying => Step::Close("idle timeout"),
+            Phase::Rejecting => Step::Close("rejected"),
+            Phase::Closed => Step::Close("closed"),
+        }
+    }
+
+    /// The one log line written for every finished connection.
+    pub fn log_finish(&self, reason: &str, now: Instant) {
+        let target = self.target.as_ref().map_or_else(|| "-".to_string(), ToString::to_string);
+        let reply = self.reply.map_or_else(|| "-".to_string(), |r| r.to_string());
+        let down = self.to_client.delivered.saturating_sub(u64::from(self.control_bytes));
+        log::info!(
+            "conn {}: {} -> {} reply {} up {} B down {} B in {:.3} s ({})",
+            self.generation,
+            self.client_addr,
+            target,
+            reply,
+            self.to_upstream.delivered,
+            down,
+            now.saturating_duration_since(self.started).as_secs_f64(),
+            reason
+        );
+    }
+
+    fn set_phase(&mut self, next: Phase) {
+        log::debug!("conn {}: {} -> {}", self.generation, self.phase.name(), next.name());
+        self.phase = next;
+    }
+
+    fn set_deadline(&mut self, ctx: &mut Ctx<'_>, after: Duration) {
+        ctx.timers.set(&mut self.deadline, ctx.now + after, ctx.key, self.generation);
+    }
+
+    fn queue_to_client(&mut self, bytes: &[u8]) {
+        self.to_client.queue(bytes);
+        self.control_bytes = self.control_bytes.saturating_add(bytes.len() as u8);
+    }
+
+    /// Queue a SOCKS5 reply and close after it is delivered.
+    fn reject(&mut self, ctx: &mut Ctx<'_>, reply: Reply) {
+        self.reply = Some(reply);
+        let mut bytes = Vec::with_capacity(10);
+        encode_reply(reply, None, &mut bytes);
+        self.reject_with(ctx, &bytes);
+    }
+
+    /// Queue raw bytes (a reply in whatever format the phase speaks) and close after them.
+    fn reject_with(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8]) {
+        self.queue_to_client(bytes);
+        self.upstream = None; // drop (and close) any connect attempt
+        self.set_deadline(ctx, LINGER.min(ctx.config.handshake_timeout));
+        self.set_phase(Phase::Rejecting);
+    }
+
+    /// Read more handshake bytes. `Next` when some arrived (parse again), `Wait` on
+    /// WouldBlock, `Close` on EOF, error, or a buffer full of an unparseable message.
+    fn read_handshake(&mut self) -> Pass {
+        let (Phase::AwaitGreeting(hs) | Phase::AwaitRequest(hs)) = &mut self.phase else {
+            return Pass::Next;
+        };
+        if hs.len == hs.buf.len() {
+            return Pass::Close("handshake message too long");
+        }
+        if !self.client_ready.readable {
+            return Pass::Wait;
+        }
+        match sockio::read(&mut self.client, &mut hs.buf[hs.len..]) {
+            Io::Done(n) => {
+                hs.len += n;
+                Pass::Next
+            }
+            Io::WouldBlock => {
+                self.client_ready.readable = false;
+                Pass::Wait
+            }
+            Io::Eof => Pass::Close("client closed during handshake"),
+            Io::Failed(_) => Pass::Close("client error during handshake"),
+        }
+    }
+
+    fn flush_to_client(&mut self) -> Result<(), Pass> {
+        self.to_client
+            .flush(&mut self.client, &mut self.client_ready)
+            .map(|_| ())
+            .map_err(|_| Pass::Close("client error during handshake"))
+    }
+
+    fn on_greeting_bytes(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        let Phase::AwaitGreeting(hs) = &mut self.phase else { return Pass::Next };
+        let (chosen, used) = match protocol::parse_greeting(hs.filled()) {
+            Parse::Partial => return self.read_handshake(),
+            Parse::Invalid(Invalid::BadVersion(v)) => {
+                log::debug!("conn {}: version byte {v:#04x} is not SOCKS5", self.generation);
+                return Pass::Close("not SOCKS5");
+            }
+            Parse::Invalid(Invalid::Reply(_)) => return Pass::Close("bad greeting"),
+            Parse::Complete(greeting, used) => {
+                let chosen = greeting.offers(Method::NO_AUTH).then_some(Method::NO_AUTH);
+                (chosen, used)
+            }
+        };
+        hs.consume(used);
+        let Some(method) = chosen else {
+            self.reject_with(ctx, &encode_method_selection(Method::NO_ACCEPTABLE));
+            return Pass::Next;
+        };
+        self.queue_to_client(&encode_method_selection(method));
+        if let Err(close) = self.flush_to_client() {
+            return close;
+        }
+        if let Phase::AwaitGreeting(hs) = std::mem::replace(&mut self.phase, Phase::Closed) {
+            log::debug!("conn {}: AwaitGreeting -> AwaitRequest", self.generation);
+            self.phase = Phase::AwaitRequest(hs);
+        }
+        Pass::Next
+    }
+
+    fn on_request_bytes(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        let Phase::AwaitRequest(hs) = &mut self.phase else { return Pass::Next };
+        let request = match protocol::parse_request(hs.filled()) {
+            Parse::Partial => return self.read_handshake(),
+            Parse::Invalid(Invalid::BadVersion(_)) => return Pass::Close("bad request version"),
+            Parse::Invalid(Invalid::Reply(reply)) => {
+                self.reject(ctx, reply);
+                return Pass::Next;
+            }
+            Parse::Complete(request, used) => {
+                // Whatever follows the request is early payload for the target: keep it.
+                self.to_upstream.queue(&hs.filled()[used..]);
+                request
+            }
+        };
+        log::debug!("conn {}: {:?} {}", self.generation, request.command, request.target);
+        self.target = Some(request.target.clone());
+        if request.command != Command::Connect {
+            self.reject(ctx, Reply::CommandNotSupported);
+            return Pass::Next;
+        }
+        self.set_deadline(ctx, ctx.config.connect_timeout);
+        match request.target {
+            TargetAddr::Ip(addr) => self.begin_connecting(vec![addr]),
+            TargetAddr::Domain(host, port) => match resolver::check_name(&host) {
+                NameCheck::Literal(ip) => self.begin_connecting(vec![SocketAddr::new(ip, port)]),
+                NameCheck::Invalid => self.reject(ctx, Reply::HostUnreachable),
+                NameCheck::Lookup => {
+                    ctx.resolver.submit(Lookup { key: ctx.key, generation: self.generation, host, port });
+                    self.set_phase(Phase::Resolving);
+                }
+            },
+        }
+        Pass::Next
+    }
+
+    fn begin_connecting(&mut self, addrs: Vec<SocketAddr>) {
+        self.set_phase(Phase::Connecting { addrs, next: 0, last_error: None });
+    }
+
+    /// Start the next address's connect if none is in flight, or check the one that is.
+    fn on_connect_progress(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        if let Some(upstream) = &self.upstream {
+            if !self.upstream_ready.writable && !self.upstream_ready.readable {
+                return Pass::Wait;
+            }
+            match connect::progress(upstream) {
+                Progress::Pending => {
+                    self.upstream_ready = Readiness::default();
+                    return Pass::Wait;
+                }
+                Progress::Connected => return self.on_connected(ctx),
+                Progress::Failed(e) => {
+                    log::debug!("conn {}: connect failed: {e}", self.generation);
+                    self.upstream = None;
+                    if let Phase::Connecting { last_error, .. } = &mut self.phase {
+                        *last_error = Some(e);
+                    }
+                }
+            }
+        }
+        self.connect_next(ctx)
+    }
+
+    /// Begin connecting to the next untried address; reject when none is left.
+    fn connect_next(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        let Phase::Connecting { addrs, next, last_error } = &mut self.phase else { return Pass::Next };
+        while let Some(&addr) = addrs.get(*next) {
+            *next += 1;
+            let attempt = connect::start(addr).and_then(|mut stream| {
+                let token = token::conn(ctx.key, Side::Upstream);
+                ctx.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+                Ok(stream)
+            });
+            match attempt {
+                Ok(stream) => {
+                    log::debug!("conn {}: connecting to {addr}", self.generation);
+                    self.upstream = Some(stream);
+                    self.upstream_ready = Readiness::default();
+                    return Pass::Wait;
+                }
+                Err(e) => *last_error = Some(e),
+            }
+        }
+        let reply = last_error.as_ref().map_or(Reply::GeneralFailure, connect::reply_for_error);
+        self.reject(ctx, reply);
+        Pass::Next
+    }
+
+    fn on_connected(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        let bound = self.upstream.as_ref().and_then(|s| s.local_addr().ok());
+        let mut reply = Vec::with_capacity(22);
+        encode_reply(Reply::Succeeded, bound, &mut reply);
+        self.queue_to_client(&reply);
+        self.reply = Some(Reply::Succeeded);
+        self.upstream_ready.writable = true;
+        self.set_deadline(ctx, ctx.config.idle_timeout);
+        self.set_phase(Phase::Relaying);
+        Pass::Next
+    }
+
+    fn relay(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        let Some(upstream) = self.upstream.as_mut() else { return Pass::Close("no upstream") };
+        let (mut budget_up, mut budget_down) = (RELAY_BUDGET, RELAY_BUDGET);
+        let up = relay::pump(
+            &mut self.client,
+            &mut self.client_ready,
+            upstream,
+            &mut self.upstream_ready,
+            &mut self.to_upstream,
+            ctx.scratch,
+            &mut budget_up,
+        );
+        let down = relay::pump(
+            upstream,
+            &mut self.upstream_ready,
+            &mut self.client,
+            &mut self.client_ready,
+            &mut self.to_client,
+            ctx.scratch,
+            &mut budget_down,
+        );
+        let progress = match (up, down) {
+            (Ok(a), Ok(b)) => a || b,
+            (Err(e), _) | (_, Err(e)) => {
+                log::debug!("conn {}: relay ended: {e}", self.generation);
+                return Pass::Close(match e.kind() {
+                    io::ErrorKind::ConnectionReset => "reset",
+                    io::ErrorKind::BrokenPipe => "broken pipe",
+                    _ => "relay error",
+                });
+            }
+        };
+        if self.to_upstream.is_done() && self.to_client.is_done() {
+            return Pass::Close("done");
+        }
+        if progress {
+            self.set_deadline(ctx, ctx.config.idle_timeout);
+        }
+        let more_up = budget_up == 0 && self.client_ready.readable;
+        let more_down = budget_down == 0 && self.upstream_ready.readable;
+        if more_up || more_down { Pass::Again } else { Pass::Wait }
+    }
+
+    /// Rejecting: flush the reply, half-close, then read and discard until the client's FIN.
+    /// Closing while unread client bytes sit in our receive buffer would send a reset, and a
+    /// reset can make the client's kernel discard the reply before the client reads it.
+    fn linger(&mut self) -> Pass {
+        if let Err(close) = self.flush_to_client() {
+            return close;
+        }
+        if self.to_client.has_pending() {
+            return Pass::Wait;
+        }
+        if !self.to_client.shut {
+            self.to_client.shut = true;
+            if self.client.shutdown(std::net::Shutdown::Write).is_err() {
+                return Pass::Close("rejected");
+            }
+        }
+        let mut discard = [0u8; 512];
+        // Bounded, so a client that keeps sending cannot hold the loop; the deadline ends it.
+        for _ in 0..16 {
+            if !self.client_ready.readable {
+                return Pass::Wait;
+            }
+            match sockio::read(&mut self.client, &mut discard) {
+                Io::Done(_) => {}
+                Io::WouldBlock => self.client_ready.readable = false,
+                Io::Eof | Io::Failed(_) => return Pass::Close("rejected"),
+            }
+        }
+        Pass::Again
+    }
+}
+
+/// The result of one pass of [`Connection::drive`].
+enum Pass {
+    /// The phase changed or has more to do right away: run again.
+    Next,
+    Wait,
+    Again,
+    Close(&'static str),
+}

@@ -1,0 +1,161 @@
+//! Domain names → socket addresses, off the event loop.
+//!
+//! `getaddrinfo` blocks (for seconds, when a DNS server is slow), so it never runs on the loop
+//! thread. A small pool of threads takes [`Lookup`]s from a shared queue, resolves them, sends
+//! an [`Answer`] back over a channel and wakes the loop through its `mio::Waker`.
+//!
+//! Answers carry the connection's slab key *and* generation: a connection may close while its
+//! lookup is in flight and its key may be reused, so the loop drops answers whose generation
+//! no longer matches. Names that can never resolve (an empty label, a label over 63 bytes, a
+//! name over 253 bytes) are rejected by [`check_name`] before any lookup, so no query leaves
+//! the machine for them.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// A name to resolve for a connection.
+pub struct Lookup {
+    pub key: usize,
+    pub generation: u64,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The result of a [`Lookup`].
+pub struct Answer {
+    pub key: usize,
+    pub generation: u64,
+    pub result: io::Result<Vec<SocketAddr>>,
+}
+
+/// The loop's handle on the resolver threads.
+pub struct Resolver {
+    lookups: Sender<Lookup>,
+    answers: Receiver<Answer>,
+}
+
+impl Resolver {
+    /// Start `threads` resolver threads that wake `waker` after each answer.
+    pub fn start(threads: usize, waker: Arc<mio::Waker>) -> io::Result<Resolver> {
+        let (lookup_tx, lookup_rx) = mpsc::channel::<Lookup>();
+        let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
+        let queue = Arc::new(Mutex::new(lookup_rx));
+        for i in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            let answers = answer_tx.clone();
+            let waker = Arc::clone(&waker);
+            thread::Builder::new()
+                .name(format!("resolver-{i}"))
+                .spawn(move || resolve_until_closed(&queue, &answers, &waker))?;
+        }
+        Ok(Resolver { lookups: lookup_tx, answers: answer_rx })
+    }
+
+    /// Queue a lookup; the answer arrives later through [`Resolver::try_answer`].
+    pub fn submit(&self, lookup: Lookup) {
+        // Fails only if every resolver thread has died; the connect timeout then answers.
+        if self.lookups.send(lookup).is_err() {
+            log::error!("resolver threads are gone; lookups will time out");
+        }
+    }
+
+    /// An answer that has arrived, if any. Never blocks.
+    pub fn try_answer(&self) -> Option<Answer> {
+        self.answers.try_recv().ok()
+    }
+}
+
+fn resolve_until_closed(queue: &Mutex<Receiver<Lookup>>, answers: &Sender<Answer>, waker: &mio::Waker) {
+    loop {
+        // Hold the lock only while taking a job, never while resolving.
+        let next = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(lookup) = next else {
+            return; // the loop dropped its sender: shut down
+        };
+        let result = (lookup.host.as_str(), lookup.port).to_socket_addrs().map(Iterator::collect);
+        let answer = Answer { key: lookup.key, generation: lookup.generation, result };
+        if answers.send(answer).is_err() {
+            return;
+        }
+        let _ = waker.wake();
+    }
+}
+
+/// What to do with a requested name before any lookup.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NameCheck {
+    /// The "name" is an IP literal: no lookup needed.
+    Literal(IpAddr),
+    /// A syntactically valid host name: look it up.
+    Lookup,
+    /// Can never resolve: answer "host unreachable" at once.
+    Invalid,
+}
+
+/// Classify a requested host name (RFC 1035 §2.3.4 limits: labels ≤ 63, name ≤ 253).
+pub fn check_name(host: &str) -> NameCheck {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return NameCheck::Literal(ip);
+    }
+    // Some clients send "[::1]" for IPv6 literals in the name field.
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+        && let Ok(ip) = inner.parse::<IpAddr>()
+    {
+        return NameCheck::Literal(ip);
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if valid { NameCheck::Lookup } else { NameCheck::Invalid }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(check_name("127.0.0.1"), NameCheck::Literal("127.0.0.1".parse().unwrap()));
+        assert_eq!(check_name("[::1]"), NameCheck::Literal("::1".parse().unwrap()));
+        assert_eq!(check_name("localhost"), NameCheck::Lookup);
+        assert_eq!(check_name("example.com."), NameCheck::Lookup);
+        assert_eq!(check_name("_srv.my-host.example"), NameCheck::Lookup);
+        assert_eq!(check_name(""), NameCheck::Invalid);
+        assert_eq!(check_name("a..b"), NameCheck::Invalid);
+        assert_eq!(check_name(&"x".repeat(64)), NameCheck::Invalid);
+        assert_eq!(check_name(&format!("{}.com", "x".repeat(63))), NameCheck::Lookup);
+        assert_eq!(check_name(&["abc"; 70].join(".")), NameCheck::Invalid);
+        assert_eq!(check_name("bad host"), NameCheck::Invalid);
+    }
+
+    #[test]
+    fn resolves_localhost_off_thread() {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let resolver = Resolver::start(1, waker).unwrap();
+        resolver.submit(Lookup { key: 4, generation: 2, host: "localhost".into(), port: 80 });
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let answer = loop {
+            if let Some(answer) = resolver.try_answer() {
+                break answer;
+            }
+            assert!(std::time::Instant::now() < deadline, "no answer in 10 s");
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(100))).unwrap();
+        };
+        assert_eq!((answer.key, answer.generation), (4, 2));
+        let addrs = answer.result.expect("localhost resolves");
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80), "{addrs:?}");
+    }
+}

@@ -1,0 +1,393 @@
+//! The event loop: one `mio::Poll` driving a slab of connection state machines.
+//!
+//! [`Server::start`] binds the listeners (so "address in use" is reported to the caller
+//! before anything runs), then runs a [`Worker`] on its own thread. One pass of the loop
+//! reads like a list:
+//!
+//! 1. `poll` until an event, or until the next deadline (zero when work is left over);
+//! 2. dispatch each event: accept on listeners, drive the connection a token names;
+//! 3. drive connections that ran out of their fairness budget last time;
+//! 4. fire due deadlines;
+//! 5. hand resolver answers to their connections;
+//! 6. remove connections that closed during this pass;
+//! 7. resume accepting if it was paused and there is room again.
+//!
+//! Removal waits until the end of the pass so a slab key is never reused while events for
+//! its old connection may still be in the batch.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::connection::{Connection, Ctx, Step};
+use crate::limits;
+use crate::listen;
+use crate::resolver::Resolver;
+use crate::timer::Timers;
+use crate::token::{self, Side, Target};
+
+/// Size of the loop-owned read buffer every relay shares.
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// After EMFILE/ENFILE, try accepting again this soon even if nothing closes.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Why the server could not start. Shown to the operator as one line.
+#[derive(Debug)]
+pub enum StartError {
+    Listen { addr: SocketAddr, source: io::Error },
+    Setup(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Listen { addr, source } if source.kind() == io::ErrorKind::AddrInUse => {
+                write!(f, "cannot listen on {addr}: address already in use (is another proxy running?)")
+            }
+            StartError::Listen { addr, source } if source.kind() == io::ErrorKind::AddrNotAvailable => {
+                write!(f, "cannot listen on {addr}: no local interface has that address")
+            }
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Setup(e) => write!(f, "cannot start the event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Stops a running server from any thread (a signal handler thread, a test).
+#[derive(Clone)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        for waker in &self.wakers {
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    local_addrs: Vec<SocketAddr>,
+    stopper: Stopper,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Server {
+    /// Bind every listen address and start the event loop on its own thread.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        let mut local_addrs = Vec::with_capacity(config.listen.len());
+        for &addr in &config.listen {
+            let listener = listen::bind(addr, false).map_err(|source| StartError::Listen { addr, source })?;
+            local_addrs.push(listener.local_addr().map_err(StartError::Setup)?);
+            listeners.push(listener);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker::new(config, listeners, Arc::clone(&stop)).map_err(StartError::Setup)?;
+        let stopper = Stopper { flag: stop, wakers: vec![Arc::clone(&worker.waker)] };
+        let thread = thread::Builder::new()
+            .name("socksloop-loop".into())
+            .spawn(move || worker.run())
+            .map_err(StartError::Setup)?;
+        Ok(Server { local_addrs, stopper, threads: vec![thread] })
+    }
+
+    /// The addresses actually bound (with the real port when 0 was asked for).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Ask the loop to stop; [`Server::wait`] returns once it has.
+    pub fn stop(&self) {
+        self.stopper.stop();
+    }
+
+    /// Wait for the event loop to finish; its error, if it failed.
+    pub fn wait(mut self) -> io::Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("event loop thread panicked")),
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Server {
+    /// Dropping a server stops it, so tests never leak loops.
+    fn drop(&mut self) {
+        self.stop();
+        let _ = self.join();
+    }
+}
+
+/// One event loop and everything it owns.
+struct Worker {
+    poll: Poll,
+    waker: Arc<Waker>,
+    listeners: Vec<TcpListener>,
+    conns: Slab<Connection>,
+    timers: Timers,
+    resolver: Resolver,
+    scratch: Box<[u8]>,
+    config: Config,
+    max_connections: usize,
+    next_generation: u64,
+    /// Keys closed during this pass, removed at its end.
+    closing: Vec<usize>,
+    /// Keys whose fairness budget ran out: drive again without waiting for an event.
+    ready_again: Vec<usize>,
+    /// Accepting stopped (connection cap, or out of file descriptors).
+    accept_paused: bool,
+    /// When to retry accepting after running out of file descriptors.
+    accept_retry_at: Option<Instant>,
+    stop: Arc<AtomicBool>,
+    now: Instant,
+}
+
+impl Worker {
+    fn new(config: Config, mut listeners: Vec<TcpListener>, stop: Arc<AtomicBool>) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            poll.registry().register(listener, token::listener(i), Interest::READABLE)?;
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let resolver = Resolver::start(config.resolver_threads, Arc::clone(&waker))?;
+        let fd_cap = limits::connections_for_fd_limit(limits::nofile_limit());
+        let max_connections = config.max_connections.map_or(fd_cap, |n| n.min(fd_cap));
+        Ok(Worker {
+            poll,
+            waker,
+            listeners,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            resolver,
+            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            config,
+            max_connections,
+            next_generation: 0,
+            closing: Vec::new(),
+            ready_again: Vec::new(),
+            accept_paused: false,
+            accept_retry_at: None,
+            stop,
+            now: Instant::now(),
+        })
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        log::debug!("event loop running; at most {} connections", self.max_connections);
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.drive_ready_again();
+            self.fire_timers();
+            self.deliver_answers();
+            let freed = self.remove_closed();
+            self.resume_accepting(freed);
+        }
+        log::info!("stopping; closing {} connections", self.conns.len());
+        Ok(())
+    }
+
+    /// Sleep until the next deadline, not at all if work is left over.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready_again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let retry = self.accept_retry_at.map(|at| at.saturating_duration_since(now));
+        match (self.timers.next_timeout(now), retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn dispatch(&mut self, event: &mio::event::Event) {
+        match token::decode(event.token()) {
+            Target::Waker => {} // answers and the stop flag are checked every pass
+            Target::Listener(_) => self.accept(),
+            Target::Conn(key, side) => {
+                // Every event is a hint: the connection may be gone or closing already.
+                match self.conns.get_mut(key) {
+                    Some(conn) if !conn.is_closed() => conn.record(side, event),
+                    _ => return,
+                }
+                self.drive(key);
+            }
+        }
+    }
+
+    /// Run `f` on connection `key` with a context borrowed from the loop, then act on the step.
+    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> Step) {
+        let Worker { poll, conns, timers, resolver, scratch, config, now, .. } = self;
+        let Some(conn) = conns.get_mut(key) else { return };
+        if conn.is_closed() {
+            return;
+        }
+        let mut ctx = Ctx { registry: poll.registry(), resolver, timers, scratch, config, now: *now, key };
+        match f(conn, &mut ctx) {
+            Step::Wait => {}
+            Step::Again => self.ready_again.push(key),
+            Step::Close(reason) => {
+                conn.mark_closed();
+                conn.log_finish(reason, *now);
+                self.closing.push(key);
+            }
+        }
+    }
+
+    fn drive(&mut self, key: usize) {
+        self.with_conn(key, |conn, ctx| conn.drive(ctx));
+    }
+
+    fn drive_ready_again(&mut self) {
+        for key in std::mem::take(&mut self.ready_again) {
+            self.drive(key);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        while let Some((key, generation, entry_at)) = self.timers.pop_due(now) {
+            let expired = match self.conns.get_mut(key) {
+                Some(conn) if conn.generation == generation => {
+                    self.timers.check(&mut conn.deadline, entry_at, now, key, generation)
+                }
+                _ => false, // the connection is gone; its stale entry is simply dropped
+            };
+            if expired {
+                self.with_conn(key, |conn, ctx| conn.on_timeout(ctx));
+            }
+        }
+    }
+
+    fn deliver_answers(&mut self) {
+        while let Some(answer) = self.resolver.try_answer() {
+            let key = answer.key;
+            match self.conns.get(key) {
+                Some(conn) if conn.generation == answer.generation => {}
+                _ => continue, // late answer for a connection that is gone
+            }
+            self.with_conn(key, |conn, ctx| {
+                conn.on_resolved(ctx, answer.result);
+                conn.drive(ctx)
+            });
+        }
+    }
+
+    /// Accept until the backlog is empty, the cap is reached, or descriptors run out.
+    fn accept(&mut self) {
+        if self.accept_paused {
+            return;
+        }
+        for index in 0..self.listeners.len() {
+            loop {
+                if self.conns.len() >= self.max_connections {
+                    log::warn!("connection limit ({}) reached; accepting paused", self.max_connections);
+                    self.accept_paused = true;
+                    return;
+                }
+                match self.listeners[index].accept() {
+                    Ok((stream, addr)) => self.admit(stream, addr),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if is_out_of_resources(&e) => {
+                        log::warn!("accept: {e}; pausing accepts until a connection closes");
+                        self.accept_paused = true;
+                        self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
+                        return;
+                    }
+                    // ECONNABORTED and friends concern one client only.
+                    Err(e) => log::debug!("accept: {e}"),
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: mio::net::TcpStream, addr: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = token::conn(key, Side::Client);
+        if let Err(e) =
+            self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            log::warn!("cannot register client {addr}: {e}");
+            return;
+        }
+        self.next_generation += 1;
+        let mut conn = Connection::new(stream, addr, self.next_generation, self.now);
+        self.timers.set(&mut conn.deadline, self.now + self.config.handshake_timeout, key, conn.generation);
+        log::debug!("conn {}: accepted from {addr}", conn.generation);
+        entry.insert(conn);
+        // The greeting often arrives with the connection: try it now instead of a poll later.
+        self.drive(key);
+    }
+
+    /// `freed`: connections were removed in this pass.
+    fn resume_accepting(&mut self, freed: bool) {
+        if !self.accept_paused || self.conns.len() >= self.max_connections {
+            return;
+        }
+        // Out of descriptors: retry when something closed, or when the retry time comes.
+        if let Some(at) = self.accept_retry_at
+            && !freed
+            && self.now < at
+        {
+            return;
+        }
+        self.accept_paused = false;
+        self.accept_retry_at = None;
+        // Edge-triggered listeners will not report clients already waiting in the backlog.
+        self.accept();
+    }
+
+    /// Returns whether anything was removed.
+    fn remove_closed(&mut self) -> bool {
+        let freed = !self.closing.is_empty();
+        for key in self.closing.drain(..) {
+            // Dropping the connection closes its sockets, which also removes them from epoll.
+            self.conns.try_remove(key);
+        }
+        freed
+    }
+}
+
+fn is_out_of_resources(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
