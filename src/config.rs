@@ -5,8 +5,12 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::acl::{Cidr, Rules};
+use crate::auth::AuthSource;
 
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
@@ -24,6 +28,14 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Threads that run blocking `getaddrinfo` calls off the event loop.
     pub resolver_threads: usize,
+    /// Where usernames and passwords come from; none means no authentication.
+    pub auth: AuthSource,
+    /// Accept running without authentication on a non-loopback address.
+    pub allow_open_proxy: bool,
+    /// Client and destination rules.
+    pub rules: Rules,
+    /// Local address that outbound connections leave from.
+    pub bind_out: Option<IpAddr>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -38,6 +50,10 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             max_connections: None,
             resolver_threads: 4,
+            auth: AuthSource::default(),
+            allow_open_proxy: false,
+            rules: Rules::default(),
+            bind_out: None,
         }
     }
 }
@@ -45,7 +61,7 @@ impl Default for Config {
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Action {
-    Run(Config),
+    Run(Box<Config>),
     PrintHelp,
     PrintVersion,
 }
@@ -78,6 +94,20 @@ OPTIONS:
     --max-connections N         Simultaneous clients; beyond it accepting pauses
                                 [default: derived from the open-file limit]
     --resolver-threads N        Threads for DNS lookups, off the event loop [default: 4]
+
+AUTHENTICATION AND ACCESS:
+    --auth-file PATH            Require RFC 1929 username/password; one user:password per
+                                line, '#' comments. Re-read on SIGHUP. A single user can also
+                                come from SOCKSLOOP_USER and SOCKSLOOP_PASS.
+    --allow-open-proxy          Allow listening on a non-loopback address without auth
+    --allow-client CIDR         Serve only clients from these ranges (repeatable)
+    --allow-dest CIDR           Allow only these destinations; also exempts them from
+                                --block-private (repeatable)
+    --deny-dest CIDR            Never connect to these ranges (repeatable)
+    --deny-port PORT            Never connect to this port (repeatable)
+    --block-private             Deny loopback, private, link-local (cloud metadata) and other
+                                special ranges, after name resolution
+    --bind-out ADDR             Make outbound connections from this local IP address
     -h, --help                  Print this help
     -V, --version               Print the version
 
@@ -117,6 +147,22 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
         config.resolver_threads = n;
     }
 
+    if let Some(path) = args
+        .opt_value_from_os_str("--auth-file", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(flag_error)?
+    {
+        config.auth.file = Some(path);
+    }
+    config.allow_open_proxy = args.contains("--allow-open-proxy");
+    config.rules.block_private = args.contains("--block-private");
+    config.rules.allow_clients = take_all(&mut args, "--allow-client", |s| parse_cidr("--allow-client", s))?;
+    config.rules.allow_dest = take_all(&mut args, "--allow-dest", |s| parse_cidr("--allow-dest", s))?;
+    config.rules.deny_dest = take_all(&mut args, "--deny-dest", |s| parse_cidr("--deny-dest", s))?;
+    config.rules.deny_ports = take_all(&mut args, "--deny-port", parse_port)?;
+    config.bind_out = take(&mut args, "--bind-out", |s| {
+        s.parse::<IpAddr>().map_err(|_| format!("invalid value '{s}' for --bind-out: expected an IP address"))
+    })?;
+
     let rest = args.finish();
     if let Some(first) = rest.first() {
         let shown = first.to_string_lossy();
@@ -126,7 +172,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
             format!("unexpected argument '{shown}' (see --help)")
         }));
     }
-    Ok(Action::Run(config))
+    Ok(Action::Run(Box::new(config)))
 }
 
 /// Take an optional flag's value and parse it with our own parser, whose error names the flag.
@@ -139,6 +185,27 @@ fn take<T>(
         Some(raw) => parse(&raw).map(Some).map_err(ConfigError),
         None => Ok(None),
     }
+}
+
+/// Take every value of a repeatable flag, each parsed by our own parser.
+fn take_all<T>(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
+    let raw: Vec<String> = args.values_from_str(flag).map_err(flag_error)?;
+    raw.iter().map(|s| parse(s).map_err(ConfigError)).collect()
+}
+
+fn parse_cidr(flag: &str, s: &str) -> Result<Cidr, String> {
+    s.parse::<Cidr>().map_err(|why| format!("invalid value for {flag}: {why}"))
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| format!("invalid value '{s}' for --deny-port: expected a port 1-65535"))
 }
 
 fn flag_error(error: pico_args::Error) -> ConfigError {
@@ -188,7 +255,7 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         match parse(args) {
-            Ok(Action::Run(config)) => config,
+            Ok(Action::Run(config)) => *config,
             other => panic!("{other:?}"),
         }
     }
@@ -230,6 +297,40 @@ mod tests {
             let err = parse(args).expect_err("should fail");
             assert!(err.0.contains(name), "{args:?} gave {err}");
             assert!(!err.0.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn access_flags() {
+        let c = config(&[
+            "--auth-file",
+            "/etc/socksloop/users",
+            "--allow-client",
+            "10.0.0.0/8",
+            "--allow-client",
+            "::1",
+            "--deny-dest",
+            "192.168.0.0/16",
+            "--deny-port",
+            "25",
+            "--block-private",
+            "--bind-out",
+            "127.0.0.2",
+            "--allow-open-proxy",
+        ]);
+        assert_eq!(c.auth.file, Some(PathBuf::from("/etc/socksloop/users")));
+        assert_eq!(c.rules.allow_clients.len(), 2);
+        assert_eq!(c.rules.deny_dest, vec!["192.168.0.0/16".parse::<Cidr>().unwrap()]);
+        assert_eq!(c.rules.deny_ports, vec![25]);
+        assert!(c.rules.block_private && c.allow_open_proxy);
+        assert_eq!(c.bind_out, Some("127.0.0.2".parse().unwrap()));
+        for (args, name) in [
+            (&["--allow-client", "10.0.0.0/40"][..], "--allow-client"),
+            (&["--deny-port", "0"], "--deny-port"),
+            (&["--bind-out", "eth0"], "--bind-out"),
+        ] {
+            let err = parse(args).expect_err("should fail");
+            assert!(err.0.contains(name), "{err}");
         }
     }
 

@@ -6,24 +6,55 @@
 //! first, then `getpeername` tells a finished connect from a spurious wakeup.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::protocol::Reply;
 
-/// Begin connecting to `addr` without blocking.
-pub fn start(addr: SocketAddr) -> io::Result<TcpStream> {
+/// Begin connecting to `addr` without blocking, from `bind_out` if given.
+pub fn start(addr: SocketAddr, bind_out: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     // A proxy must not add latency: forward each small write as soon as it is read.
     socket.set_tcp_nodelay(true)?;
+    if let Some(local) = bind_out {
+        bind_before_connect(&socket, local)?;
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Bind the outbound socket's source address, leaving the port to `connect`.
+///
+/// Binding with port 0 would normally reserve a port at `bind` time, before the kernel
+/// knows the destination, which exhausts ephemeral ports under load. On Linux
+/// `IP_BIND_ADDRESS_NO_PORT` defers the choice to `connect`, where ports can be shared
+/// across different destinations.
+fn bind_before_connect(socket: &Socket, local: IpAddr) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a plain setsockopt on a socket we own, with a correctly sized int option.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            log::debug!("IP_BIND_ADDRESS_NO_PORT: {}", io::Error::last_os_error());
+        }
+    }
+    socket.bind(&SocketAddr::new(local, 0).into())
 }
 
 /// Where a pending connect stands.
@@ -89,7 +120,7 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut poll = mio::Poll::new().unwrap();
-        let mut stream = match start(addr) {
+        let mut stream = match start(addr, None) {
             Ok(s) => s,
             Err(e) => {
                 assert_eq!(reply_for_error(&e), Reply::ConnectionRefused);

@@ -1,8 +1,8 @@
 //! One client's state machine, from accept to close.
 //!
 //! ```text
-//!  accept ─▶ AwaitGreeting ─▶ AwaitRequest ─┬─ IP literal ─────────────▶ Connecting ─▶ Relaying ─▶ closed
-//!                                           └─ domain ─▶ Resolving ─────▲
+//!  accept ─▶ AwaitGreeting ─▶ [AwaitAuth] ─▶ AwaitRequest ─┬─ IP literal ──────▶ Connecting ─▶ Relaying ─▶ closed
+//!                                                          └─ domain ─▶ Resolving ─▲
 //!  any handshake error, refusal or failed connect ─▶ Rejecting (flush reply, linger) ─▶ closed
 //! ```
 //!
@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
+use crate::auth::CredentialStore;
 use crate::config::Config;
 use crate::connect::{self, Progress};
 use crate::protocol::{
-    self, Command, Invalid, Method, Parse, Reply, TargetAddr, encode_method_selection, encode_reply,
+    self, AuthStatus, Command, Invalid, Method, Parse, Reply, TargetAddr, encode_auth_status,
+    encode_method_selection, encode_reply,
 };
 use crate::relay::{self, Pipe};
 use crate::resolver::{self, Lookup, NameCheck, Resolver};
@@ -60,6 +62,8 @@ pub struct Ctx<'a> {
     /// Loop-owned buffer for relay reads, shared by all connections.
     pub scratch: &'a mut [u8],
     pub config: &'a Config,
+    /// Present when username/password authentication is required.
+    pub credentials: Option<&'a CredentialStore>,
     pub now: Instant,
     pub key: usize,
 }
@@ -90,7 +94,9 @@ impl Handshake {
 enum Phase {
     /// Waiting for `05 NMETHODS METHODS` (RFC 1928 §3).
     AwaitGreeting(Box<Handshake>),
-    /// Method chosen; waiting for `05 CMD 00 ATYP ADDR PORT` (RFC 1928 §4).
+    /// Username/password chosen; waiting for the RFC 1929 sub-negotiation.
+    AwaitAuth(Box<Handshake>),
+    /// Method chosen (and auth passed); waiting for `05 CMD 00 ATYP ADDR PORT` (RFC 1928 §4).
     AwaitRequest(Box<Handshake>),
     /// A domain name is with the resolver threads; the answer comes through the waker.
     Resolving,
@@ -109,6 +115,7 @@ impl Phase {
     fn name(&self) -> &'static str {
         match self {
             Phase::AwaitGreeting(_) => "AwaitGreeting",
+            Phase::AwaitAuth(_) => "AwaitAuth",
             Phase::AwaitRequest(_) => "AwaitRequest",
             Phase::Resolving => "Resolving",
             Phase::Connecting { .. } => "Connecting",
@@ -193,6 +200,7 @@ impl Connection {
         for _ in 0..16 {
             let step = match self.phase {
                 Phase::AwaitGreeting(_) => self.on_greeting_bytes(ctx),
+                Phase::AwaitAuth(_) => self.on_auth_bytes(ctx),
                 Phase::AwaitRequest(_) => self.on_request_bytes(ctx),
                 Phase::Resolving => Pass::Wait,
                 Phase::Connecting { .. } => self.on_connect_progress(ctx),
@@ -221,7 +229,7 @@ impl Connection {
             return;
         }
         match result {
-            Ok(addrs) if !addrs.is_empty() => self.begin_connecting(addrs),
+            Ok(addrs) if !addrs.is_empty() => self.begin_connecting(ctx, addrs),
             Ok(_) => self.reject(ctx, Reply::HostUnreachable),
             Err(e) => {
                 log::debug!("conn {}: lookup failed: {e}", self.generation);
@@ -233,7 +241,9 @@ impl Connection {
     /// The current phase's deadline has passed.
     pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Step {
         match self.phase {
-            Phase::AwaitGreeting(_) | Phase::AwaitRequest(_) => Step::Close("handshake timeout"),
+            Phase::AwaitGreeting(_) | Phase::AwaitAuth(_) | Phase::AwaitRequest(_) => {
+                Step::Close("handshake timeout")
+            }
             Phase::Resolving | Phase::Connecting { .. } => {
                 log::debug!("conn {}: connect timeout", self.generation);
                 self.reject(ctx, Reply::TtlExpired);
@@ -296,7 +306,8 @@ impl Connection {
     /// Read more handshake bytes. `Next` when some arrived (parse again), `Wait` on
     /// WouldBlock, `Close` on EOF, error, or a buffer full of an unparseable message.
     fn read_handshake(&mut self) -> Pass {
-        let (Phase::AwaitGreeting(hs) | Phase::AwaitRequest(hs)) = &mut self.phase else {
+        let (Phase::AwaitGreeting(hs) | Phase::AwaitAuth(hs) | Phase::AwaitRequest(hs)) = &mut self.phase
+        else {
             return Pass::Next;
         };
         if hs.len == hs.buf.len() {
@@ -336,8 +347,11 @@ impl Connection {
             }
             Parse::Invalid(Invalid::Reply(_)) => return Pass::Close("bad greeting"),
             Parse::Complete(greeting, used) => {
-                let chosen = greeting.offers(Method::NO_AUTH).then_some(Method::NO_AUTH);
-                (chosen, used)
+                // With credentials configured, only username/password will do (RFC 1929);
+                // without, only "no authentication".
+                let wanted =
+                    if ctx.credentials.is_some() { Method::USERNAME_PASSWORD } else { Method::NO_AUTH };
+                (greeting.offers(wanted).then_some(wanted), used)
             }
         };
         hs.consume(used);
@@ -350,7 +364,44 @@ impl Connection {
             return close;
         }
         if let Phase::AwaitGreeting(hs) = std::mem::replace(&mut self.phase, Phase::Closed) {
-            log::debug!("conn {}: AwaitGreeting -> AwaitRequest", self.generation);
+            self.phase =
+                if method == Method::NO_AUTH { Phase::AwaitRequest(hs) } else { Phase::AwaitAuth(hs) };
+            log::debug!("conn {}: AwaitGreeting -> {}", self.generation, self.phase.name());
+        }
+        Pass::Next
+    }
+
+    fn on_auth_bytes(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        let Phase::AwaitAuth(hs) = &mut self.phase else { return Pass::Next };
+        let (accepted, used) = match protocol::parse_auth_request(hs.filled()) {
+            Parse::Partial => return self.read_handshake(),
+            Parse::Invalid(_) => return Pass::Close("bad auth version"),
+            Parse::Complete(request, used) => {
+                let accepted =
+                    ctx.credentials.is_some_and(|c| c.current().verify(request.username, request.password));
+                if !accepted {
+                    // The user name helps operators; the password is never logged.
+                    log::info!(
+                        "conn {}: authentication failed for user '{}' from {}",
+                        self.generation,
+                        String::from_utf8_lossy(request.username).escape_debug(),
+                        self.client_addr
+                    );
+                }
+                (accepted, used)
+            }
+        };
+        hs.consume(used);
+        if !accepted {
+            self.reject_with(ctx, &encode_auth_status(AuthStatus::Failure));
+            return Pass::Next;
+        }
+        self.queue_to_client(&encode_auth_status(AuthStatus::Success));
+        if let Err(close) = self.flush_to_client() {
+            return close;
+        }
+        if let Phase::AwaitAuth(hs) = std::mem::replace(&mut self.phase, Phase::Closed) {
+            log::debug!("conn {}: AwaitAuth -> AwaitRequest", self.generation);
             self.phase = Phase::AwaitRequest(hs);
         }
         Pass::Next
@@ -379,9 +430,9 @@ impl Connection {
         }
         self.set_deadline(ctx, ctx.config.connect_timeout);
         match request.target {
-            TargetAddr::Ip(addr) => self.begin_connecting(vec![addr]),
+            TargetAddr::Ip(addr) => self.begin_connecting(ctx, vec![addr]),
             TargetAddr::Domain(host, port) => match resolver::check_name(&host) {
-                NameCheck::Literal(ip) => self.begin_connecting(vec![SocketAddr::new(ip, port)]),
+                NameCheck::Literal(ip) => self.begin_connecting(ctx, vec![SocketAddr::new(ip, port)]),
                 NameCheck::Invalid => self.reject(ctx, Reply::HostUnreachable),
                 NameCheck::Lookup => {
                     ctx.resolver.submit(Lookup { key: ctx.key, generation: self.generation, host, port });
@@ -392,7 +443,32 @@ impl Connection {
         Pass::Next
     }
 
-    fn begin_connecting(&mut self, addrs: Vec<SocketAddr>) {
+    /// Apply the egress rules to every address the connect could use (after resolution,
+    /// so a name cannot smuggle a denied address), then start trying the rest in order.
+    fn begin_connecting(&mut self, ctx: &mut Ctx<'_>, mut addrs: Vec<SocketAddr>) {
+        let rules = &ctx.config.rules;
+        if rules.restricts_destinations() {
+            let before = addrs.len();
+            addrs.retain(|&addr| rules.destination_allowed(addr));
+            if addrs.is_empty() {
+                log::info!("conn {}: destination denied by rules", self.generation);
+                return self.reject(ctx, Reply::NotAllowedByRuleset);
+            }
+            if addrs.len() < before {
+                log::debug!(
+                    "conn {}: {} of {before} addresses denied by rules",
+                    self.generation,
+                    before - addrs.len()
+                );
+            }
+        }
+        if let Some(local) = ctx.config.bind_out {
+            // An IPv4 source cannot reach an IPv6 target, and the reverse.
+            addrs.retain(|addr| addr.is_ipv4() == local.is_ipv4());
+            if addrs.is_empty() {
+                return self.reject(ctx, Reply::AddressTypeNotSupported);
+            }
+        }
         self.set_phase(Phase::Connecting { addrs, next: 0, last_error: None });
     }
 
@@ -425,7 +501,7 @@ impl Connection {
         let Phase::Connecting { addrs, next, last_error } = &mut self.phase else { return Pass::Next };
         while let Some(&addr) = addrs.get(*next) {
             *next += 1;
-            let attempt = connect::start(addr).and_then(|mut stream| {
+            let attempt = connect::start(addr, ctx.config.bind_out).and_then(|mut stream| {
                 let token = token::conn(ctx.key, Side::Upstream);
                 ctx.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
                 Ok(stream)

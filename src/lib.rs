@@ -4,6 +4,8 @@
 //! state machine), [`relay`] (moving bytes with backpressure), [`server`] (the loop that
 //! drives them all). `docs/architecture.md` draws the whole picture.
 
+pub mod acl;
+pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod connection;

@@ -5,14 +5,16 @@
 
 use std::process::ExitCode;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use socksloop::auth::CredentialStore;
 use socksloop::config::{self, Action};
-use socksloop::{Server, limits};
+use socksloop::{Server, Stopper, limits};
+use std::sync::Arc;
 
 fn main() -> ExitCode {
-    let config = match config::parse_args(std::env::args_os().skip(1).collect()) {
-        Ok(Action::Run(config)) => config,
+    let mut config = match config::parse_args(std::env::args_os().skip(1).collect()) {
+        Ok(Action::Run(config)) => *config,
         Ok(Action::PrintHelp) => {
             print!("{}", config::HELP);
             return ExitCode::SUCCESS;
@@ -26,6 +28,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match env_user() {
+        Ok(user) => config.auth.env_user = user,
+        Err(e) => {
+            eprintln!("socksloop: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(e) =
         simple_logger::SimpleLogger::new().with_level(config.log_level).with_utc_timestamps().init()
     {
@@ -37,6 +46,15 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
+    // Install the handlers before anything else can fail or be signalled: a SIGHUP that
+    // arrived before them would kill the process (its default action).
+    let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("socksloop: error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(e) => {
@@ -47,24 +65,46 @@ fn main() -> ExitCode {
     for addr in server.local_addrs() {
         log::info!("listening on {addr}");
     }
-    // Signals arrive on a thread of their own; the loop only sees a stop flag and a wake-up.
+    // Signals arrive on a thread of their own; the loop only sees a stop flag and a wake-up,
+    // or a credential set swapped under a lock.
     let stopper = server.stopper();
-    match Signals::new([SIGINT, SIGTERM]) {
-        Ok(mut signals) => {
-            std::thread::spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    log::info!("signal {signal} received; shutting down");
-                    stopper.stop();
-                }
-            });
-        }
-        Err(e) => log::warn!("cannot install signal handlers: {e}"),
-    }
+    let credentials = server.credential_store();
+    std::thread::spawn(move || handle_signals(signals, stopper, credentials));
     match server.wait() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A single user from `SOCKSLOOP_USER` and `SOCKSLOOP_PASS` (both or neither).
+fn env_user() -> Result<Option<(String, String)>, String> {
+    let user = std::env::var("SOCKSLOOP_USER").ok().filter(|u| !u.is_empty());
+    let pass = std::env::var("SOCKSLOOP_PASS").ok();
+    match (user, pass) {
+        (Some(user), Some(pass)) => Ok(Some((user, pass))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err("SOCKSLOOP_USER is set but SOCKSLOOP_PASS is not".into()),
+        (None, Some(_)) => Err("SOCKSLOOP_PASS is set but SOCKSLOOP_USER is not".into()),
+    }
+}
+
+/// SIGHUP reloads credentials; SIGINT/SIGTERM stop the server.
+fn handle_signals(mut signals: Signals, stopper: Stopper, credentials: Option<Arc<CredentialStore>>) {
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            log::info!("signal {signal} received; shutting down");
+            stopper.stop();
+            return;
+        }
+        match &credentials {
+            Some(store) => match store.reload() {
+                Ok(users) => log::info!("SIGHUP: credentials reloaded ({users} users)"),
+                Err(e) => log::error!("SIGHUP: keeping the old credentials: {e}"),
+            },
+            None => log::info!("SIGHUP: no auth file configured; nothing to reload"),
         }
     }
 }

@@ -26,6 +26,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
+use crate::auth::{AuthFileError, CredentialStore};
 use crate::config::Config;
 use crate::connection::{Connection, Ctx, Step};
 use crate::limits;
@@ -42,7 +43,13 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Why the server could not start. Shown to the operator as one line.
 #[derive(Debug)]
 pub enum StartError {
-    Listen { addr: SocketAddr, source: io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    /// A non-loopback listen address without authentication and without `--allow-open-proxy`.
+    OpenProxy(SocketAddr),
+    Auth(AuthFileError),
     Setup(io::Error),
 }
 
@@ -56,6 +63,13 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot listen on {addr}: no local interface has that address")
             }
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::OpenProxy(addr) => write!(
+                f,
+                "refusing to listen on {addr} without authentication: anyone who can reach it could \
+                 use this proxy (an open proxy). Add --auth-file (or SOCKSLOOP_USER/SOCKSLOOP_PASS), \
+                 restrict clients with --allow-client, and pass --allow-open-proxy if this is intended"
+            ),
+            StartError::Auth(e) => write!(f, "cannot load credentials: {e}"),
             StartError::Setup(e) => write!(f, "cannot start the event loop: {e}"),
         }
     }
@@ -82,6 +96,7 @@ impl Stopper {
 /// A running server.
 pub struct Server {
     local_addrs: Vec<SocketAddr>,
+    credentials: Option<Arc<CredentialStore>>,
     stopper: Stopper,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
@@ -89,6 +104,17 @@ pub struct Server {
 impl Server {
     /// Bind every listen address and start the event loop on its own thread.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        if !config.auth.is_configured()
+            && !config.allow_open_proxy
+            && let Some(&open) = config.listen.iter().find(|a| !a.ip().is_loopback())
+        {
+            return Err(StartError::OpenProxy(open));
+        }
+        let credentials = if config.auth.is_configured() {
+            Some(Arc::new(CredentialStore::open(config.auth.clone()).map_err(StartError::Auth)?))
+        } else {
+            None
+        };
         let mut listeners = Vec::with_capacity(config.listen.len());
         let mut local_addrs = Vec::with_capacity(config.listen.len());
         for &addr in &config.listen {
@@ -97,13 +123,28 @@ impl Server {
             listeners.push(listener);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = Worker::new(config, listeners, Arc::clone(&stop)).map_err(StartError::Setup)?;
+        let worker = Worker::new(config, listeners, credentials.clone(), Arc::clone(&stop))
+            .map_err(StartError::Setup)?;
         let stopper = Stopper { flag: stop, wakers: vec![Arc::clone(&worker.waker)] };
         let thread = thread::Builder::new()
             .name("socksloop-loop".into())
             .spawn(move || worker.run())
             .map_err(StartError::Setup)?;
-        Ok(Server { local_addrs, stopper, threads: vec![thread] })
+        Ok(Server { local_addrs, credentials, stopper, threads: vec![thread] })
+    }
+
+    /// Re-read the credentials (SIGHUP). On error the old ones stay in force.
+    /// Established connections are not touched. Returns the number of users.
+    pub fn reload_credentials(&self) -> Result<usize, AuthFileError> {
+        match &self.credentials {
+            Some(store) => store.reload(),
+            None => Ok(0),
+        }
+    }
+
+    /// A handle for reloading from another thread (the signal thread).
+    pub fn credential_store(&self) -> Option<Arc<CredentialStore>> {
+        self.credentials.clone()
     }
 
     /// The addresses actually bound (with the real port when 0 was asked for).
@@ -156,6 +197,7 @@ struct Worker {
     resolver: Resolver,
     scratch: Box<[u8]>,
     config: Config,
+    credentials: Option<Arc<CredentialStore>>,
     max_connections: usize,
     next_generation: u64,
     /// Keys closed during this pass, removed at its end.
@@ -171,7 +213,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(config: Config, mut listeners: Vec<TcpListener>, stop: Arc<AtomicBool>) -> io::Result<Worker> {
+    fn new(
+        config: Config,
+        mut listeners: Vec<TcpListener>,
+        credentials: Option<Arc<CredentialStore>>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Worker> {
         let poll = Poll::new()?;
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry().register(listener, token::listener(i), Interest::READABLE)?;
@@ -189,6 +236,7 @@ impl Worker {
             resolver,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             config,
+            credentials,
             max_connections,
             next_generation: 0,
             closing: Vec::new(),
@@ -254,12 +302,21 @@ impl Worker {
 
     /// Run `f` on connection `key` with a context borrowed from the loop, then act on the step.
     fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> Step) {
-        let Worker { poll, conns, timers, resolver, scratch, config, now, .. } = self;
+        let Worker { poll, conns, timers, resolver, scratch, config, credentials, now, .. } = self;
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.is_closed() {
             return;
         }
-        let mut ctx = Ctx { registry: poll.registry(), resolver, timers, scratch, config, now: *now, key };
+        let mut ctx = Ctx {
+            registry: poll.registry(),
+            resolver,
+            timers,
+            scratch,
+            config,
+            credentials: credentials.as_deref(),
+            now: *now,
+            key,
+        };
         match f(conn, &mut ctx) {
             Step::Wait => {}
             Step::Again => self.ready_again.push(key),
@@ -340,6 +397,11 @@ impl Worker {
     }
 
     fn admit(&mut self, mut stream: mio::net::TcpStream, addr: SocketAddr) {
+        if !self.config.rules.client_allowed(addr.ip()) {
+            // Closed before a byte is read or written: a denied client learns nothing.
+            log::debug!("client {addr} denied by --allow-client rules");
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();

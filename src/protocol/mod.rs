@@ -14,13 +14,19 @@
 //! enabled, which methods are acceptable); that is the connection's job.
 
 pub mod auth;
+pub mod socks4;
 pub mod socks5;
+pub mod udp;
 
 pub use auth::{AuthRequest, AuthStatus, encode_auth_status, parse_auth_request};
+pub use socks4::{
+    Socks4Command, Socks4Reply, Socks4Request, Socks4Target, encode_socks4_reply, parse_socks4_request,
+};
 pub use socks5::{
     AddrType, Command, Greeting, Method, Reply, Request, TargetAddr, encode_method_selection, encode_reply,
     parse_greeting, parse_request,
 };
+pub use udp::{UdpHeader, UdpHeaderError, encode_udp_header, parse_udp_header};
 
 /// The outcome of running a parser over the bytes received so far.
 #[derive(Debug, PartialEq, Eq)]
