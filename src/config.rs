@@ -36,6 +36,12 @@ pub struct Config {
     pub rules: Rules,
     /// Local address that outbound connections leave from.
     pub bind_out: Option<IpAddr>,
+    /// Address put in UDP ASSOCIATE replies instead of the relay socket's own (behind NAT).
+    pub udp_advertise: Option<IpAddr>,
+    /// Accept SOCKS4 and SOCKS4a clients.
+    pub socks4: bool,
+    /// Accept SOCKS4 even when authentication is required (SOCKS4 has no passwords).
+    pub socks4_without_auth: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -54,6 +60,9 @@ impl Default for Config {
             allow_open_proxy: false,
             rules: Rules::default(),
             bind_out: None,
+            udp_advertise: None,
+            socks4: true,
+            socks4_without_auth: false,
         }
     }
 }
@@ -108,6 +117,13 @@ AUTHENTICATION AND ACCESS:
     --block-private             Deny loopback, private, link-local (cloud metadata) and other
                                 special ranges, after name resolution
     --bind-out ADDR             Make outbound connections from this local IP address
+
+PROTOCOL:
+    --udp-advertise ADDR        IP address to announce in UDP ASSOCIATE replies (when the
+                                proxy is behind NAT) [default: the address the client reached]
+    --no-socks4                 Refuse SOCKS4 and SOCKS4a clients
+    --socks4-without-auth       Serve SOCKS4 even with --auth-file (SOCKS4 has no passwords,
+                                so those clients bypass authentication)
     -h, --help                  Print this help
     -V, --version               Print the version
 
@@ -162,6 +178,12 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
     config.bind_out = take(&mut args, "--bind-out", |s| {
         s.parse::<IpAddr>().map_err(|_| format!("invalid value '{s}' for --bind-out: expected an IP address"))
     })?;
+    config.udp_advertise = take(&mut args, "--udp-advertise", |s| {
+        s.parse::<IpAddr>()
+            .map_err(|_| format!("invalid value '{s}' for --udp-advertise: expected an IP address"))
+    })?;
+    config.socks4 = !args.contains("--no-socks4");
+    config.socks4_without_auth = args.contains("--socks4-without-auth");
 
     let rest = args.finish();
     if let Some(first) = rest.first() {

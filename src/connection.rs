@@ -1,8 +1,10 @@
 //! One client's state machine, from accept to close.
 //!
 //! ```text
-//!  accept ─▶ AwaitGreeting ─▶ [AwaitAuth] ─▶ AwaitRequest ─┬─ IP literal ──────▶ Connecting ─▶ Relaying ─▶ closed
-//!                                                          └─ domain ─▶ Resolving ─▲
+//!  accept ─▶ AwaitGreeting ─▶ [AwaitAuth] ─▶ AwaitRequest ─┬─ IP literal ──────▶ Connecting ──▶ Relaying ─▶ closed
+//!              │ (first byte 4: SOCKS4/4a request)         └─ domain ─▶ Resolving ─▲       ▲
+//!              └──────────────────────────────────────────▶   BIND ─▶ BindWaiting ─────────┘
+//!                                                               UDP ASSOCIATE ─▶ UdpAssociated ─▶ closed
 //!  any handshake error, refusal or failed connect ─▶ Rejecting (flush reply, linger) ─▶ closed
 //! ```
 //!
@@ -15,15 +17,17 @@
 //! [`Ctx`], so the loop stays the only owner of shared state.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
 use crate::auth::CredentialStore;
+use crate::bind::{self, BindWait};
 use crate::config::Config;
 use crate::connect::{self, Progress};
+use crate::protocol::socks4::{self, Socks4Command, Socks4Reply, Socks4Target};
 use crate::protocol::{
     self, AuthStatus, Command, Invalid, Method, Parse, Reply, TargetAddr, encode_auth_status,
     encode_method_selection, encode_reply,
@@ -33,6 +37,7 @@ use crate::resolver::{self, Lookup, NameCheck, Resolver};
 use crate::sockio::{self, Io, Readiness};
 use crate::timer::{Deadline, Timers};
 use crate::token::{self, Side};
+use crate::udp_relay::{Handled, UdpAssociation};
 
 /// How many bytes one connection may read per direction per wakeup before yielding the loop
 /// to others (fairness; 1 MiB keeps syscall overhead low and latency for others bounded).
@@ -99,9 +104,14 @@ enum Phase {
     /// Method chosen (and auth passed); waiting for `05 CMD 00 ATYP ADDR PORT` (RFC 1928 §4).
     AwaitRequest(Box<Handshake>),
     /// A domain name is with the resolver threads; the answer comes through the waker.
-    Resolving,
+    Resolving { command: Command },
     /// Trying the target's addresses in order; `upstream` holds the attempt in flight.
     Connecting { addrs: Vec<SocketAddr>, next: usize, last_error: Option<io::Error> },
+    /// BIND: first reply sent; listening for the one inbound connection.
+    BindWaiting(Box<BindWait>),
+    /// UDP ASSOCIATE: datagrams flow through the association's sockets until the TCP control
+    /// connection closes.
+    UdpAssociated(Box<UdpAssociation>),
     /// Both sockets up: bytes flow both ways through the two pipes.
     Relaying,
     /// An error reply (or `05 FF`) is queued: flush it, half-close, wait briefly for the
@@ -117,13 +127,22 @@ impl Phase {
             Phase::AwaitGreeting(_) => "AwaitGreeting",
             Phase::AwaitAuth(_) => "AwaitAuth",
             Phase::AwaitRequest(_) => "AwaitRequest",
-            Phase::Resolving => "Resolving",
+            Phase::Resolving { .. } => "Resolving",
+            Phase::BindWaiting(_) => "BindWaiting",
+            Phase::UdpAssociated(_) => "UdpAssociated",
             Phase::Connecting { .. } => "Connecting",
             Phase::Relaying => "Relaying",
             Phase::Rejecting => "Rejecting",
             Phase::Closed => "Closed",
         }
     }
+}
+
+/// Which protocol the client speaks, so replies take its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Socks5,
+    Socks4,
 }
 
 /// A client connection and, once connected, its upstream.
@@ -136,6 +155,9 @@ pub struct Connection {
     client_ready: Readiness,
     upstream: Option<TcpStream>,
     upstream_ready: Readiness,
+    /// Readiness of the auxiliary socket (a BIND listener or UDP client-side socket).
+    aux_ready: Readiness,
+    dialect: Dialect,
     phase: Phase,
     to_upstream: Pipe,
     to_client: Pipe,
@@ -158,6 +180,8 @@ impl Connection {
             client_ready: Readiness { readable: true, writable: true },
             upstream: None,
             upstream_ready: Readiness::default(),
+            aux_ready: Readiness::default(),
+            dialect: Dialect::Socks5,
             phase: Phase::AwaitGreeting(Handshake::new()),
             to_upstream: Pipe::default(),
             to_client: Pipe::default(),
@@ -186,11 +210,12 @@ impl Connection {
 
     /// Record a readiness event for one of this connection's sockets.
     pub fn record(&mut self, side: Side, event: &mio::event::Event) {
+        // An event for a socket that is gone (a failed connect attempt) only sets a flag
+        // that the next I/O attempt clears: readiness is a hint, never a promise.
         match side {
             Side::Client => self.client_ready.record(event),
-            // Events for an upstream that no longer exists (a failed attempt) are stale hints.
-            Side::Upstream if self.upstream.is_some() => self.upstream_ready.record(event),
-            Side::Upstream | Side::Aux => {}
+            Side::Upstream => self.upstream_ready.record(event),
+            Side::Aux => self.aux_ready.record(event),
         }
     }
 
@@ -202,7 +227,10 @@ impl Connection {
                 Phase::AwaitGreeting(_) => self.on_greeting_bytes(ctx),
                 Phase::AwaitAuth(_) => self.on_auth_bytes(ctx),
                 Phase::AwaitRequest(_) => self.on_request_bytes(ctx),
-                Phase::Resolving => Pass::Wait,
+                // Client bytes that arrive now are early payload for the upstream: leave them.
+                Phase::Resolving { .. } => Pass::Wait,
+                Phase::BindWaiting(_) => self.on_bind_progress(ctx),
+                Phase::UdpAssociated(_) => self.on_udp_activity(ctx),
                 Phase::Connecting { .. } => self.on_connect_progress(ctx),
                 Phase::Relaying => self.relay(ctx),
                 Phase::Rejecting => self.linger(),
@@ -212,23 +240,25 @@ impl Connection {
                 Pass::Next => continue,
                 Pass::Wait => return Step::Wait,
                 Pass::Again => return Step::Again,
-                Pass::Close(reason) => {
-                    self.set_phase(Phase::Closed);
-                    return Step::Close(reason);
-                }
+                // The loop logs the finished connection, then marks it closed.
+                Pass::Close(reason) => return Step::Close(reason),
             }
         }
         log::error!("conn {}: drive did not settle in {}; closing", self.generation, self.phase.name());
-        self.set_phase(Phase::Closed);
         Step::Close("internal error")
     }
 
-    /// The resolver answered this connection's lookup.
-    pub fn on_resolved(&mut self, ctx: &mut Ctx<'_>, result: io::Result<Vec<SocketAddr>>) {
-        if !matches!(self.phase, Phase::Resolving) {
-            return;
-        }
+    /// The resolver answered a lookup for this connection.
+    pub fn on_resolved(&mut self, ctx: &mut Ctx<'_>, host: &str, result: io::Result<Vec<SocketAddr>>) {
+        let command = match &mut self.phase {
+            Phase::Resolving { command } => *command,
+            Phase::UdpAssociated(udp) => return udp.on_resolved(host, result, &ctx.config.rules),
+            _ => return,
+        };
         match result {
+            Ok(addrs) if !addrs.is_empty() && command == Command::Bind => {
+                self.begin_bind(ctx, addrs.iter().map(SocketAddr::ip).collect(), addrs[0].ip())
+            }
             Ok(addrs) if !addrs.is_empty() => self.begin_connecting(ctx, addrs),
             Ok(_) => self.reject(ctx, Reply::HostUnreachable),
             Err(e) => {
@@ -244,11 +274,12 @@ impl Connection {
             Phase::AwaitGreeting(_) | Phase::AwaitAuth(_) | Phase::AwaitRequest(_) => {
                 Step::Close("handshake timeout")
             }
-            Phase::Resolving | Phase::Connecting { .. } => {
-                log::debug!("conn {}: connect timeout", self.generation);
+            Phase::Resolving { .. } | Phase::Connecting { .. } | Phase::BindWaiting(_) => {
+                log::debug!("conn {}: {} timed out", self.generation, self.phase.name());
                 self.reject(ctx, Reply::TtlExpired);
                 self.drive(ctx)
             }
+            Phase::UdpAssociated(_) => Step::Close("UDP idle timeout"),
             Phase::Relaying => Step::Close("idle timeout"),
             Phase::Rejecting => Step::Close("rejected"),
             Phase::Closed => Step::Close("closed"),
@@ -260,6 +291,19 @@ impl Connection {
         let target = self.target.as_ref().map_or_else(|| "-".to_string(), ToString::to_string);
         let reply = self.reply.map_or_else(|| "-".to_string(), |r| r.to_string());
         let down = self.to_client.delivered.saturating_sub(u64::from(self.control_bytes));
+        if let Phase::UdpAssociated(udp) = &self.phase {
+            let s = udp.stats;
+            log::info!(
+                "conn {}: UDP datagrams to targets {} to client {}; dropped: fragmented {} foreign {} denied {} other {}",
+                self.generation,
+                s.to_targets,
+                s.to_client,
+                s.dropped_fragmented,
+                s.dropped_foreign,
+                s.dropped_denied,
+                s.dropped_other
+            );
+        }
         log::info!(
             "conn {}: {} -> {} reply {} up {} B down {} B in {:.3} s ({})",
             self.generation,
@@ -287,12 +331,37 @@ impl Connection {
         self.control_bytes = self.control_bytes.saturating_add(bytes.len() as u8);
     }
 
-    /// Queue a SOCKS5 reply and close after it is delivered.
+    /// Queue a failure reply (in the client's dialect) and close after it is delivered.
     fn reject(&mut self, ctx: &mut Ctx<'_>, reply: Reply) {
         self.reply = Some(reply);
-        let mut bytes = Vec::with_capacity(10);
-        encode_reply(reply, None, &mut bytes);
+        let bytes = self.command_reply(reply, None);
         self.reject_with(ctx, &bytes);
+    }
+
+    /// A reply to a command, in the client's dialect, naming `bound` (the server-side address).
+    fn command_reply(&self, reply: Reply, bound: Option<SocketAddr>) -> Vec<u8> {
+        match self.dialect {
+            Dialect::Socks5 => {
+                let mut bytes = Vec::with_capacity(22);
+                encode_reply(reply, bound, &mut bytes);
+                bytes
+            }
+            Dialect::Socks4 => {
+                // SOCKS4 replies carry only IPv4; anything else is sent as 0.0.0.0.
+                let v4 = match bound {
+                    Some(SocketAddr::V4(v4)) => v4,
+                    _ => std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+                };
+                socks4::encode_socks4_reply(Socks4Reply::for_reply(reply), v4).to_vec()
+            }
+        }
+    }
+
+    /// Queue a successful reply and record it.
+    fn reply_success(&mut self, bound: Option<SocketAddr>) {
+        let bytes = self.command_reply(Reply::Succeeded, bound);
+        self.queue_to_client(&bytes);
+        self.reply = Some(Reply::Succeeded);
     }
 
     /// Queue raw bytes (a reply in whatever format the phase speaks) and close after them.
@@ -339,6 +408,10 @@ impl Connection {
 
     fn on_greeting_bytes(&mut self, ctx: &mut Ctx<'_>) -> Pass {
         let Phase::AwaitGreeting(hs) = &mut self.phase else { return Pass::Next };
+        // The first byte picks the protocol: 5 is SOCKS5's greeting, 4 a SOCKS4 request.
+        if hs.filled().first() == Some(&socks4::VERSION) {
+            return self.on_socks4_bytes(ctx);
+        }
         let (chosen, used) = match protocol::parse_greeting(hs.filled()) {
             Parse::Partial => return self.read_handshake(),
             Parse::Invalid(Invalid::BadVersion(v)) => {
@@ -422,25 +495,210 @@ impl Connection {
                 request
             }
         };
-        log::debug!("conn {}: {:?} {}", self.generation, request.command, request.target);
-        self.target = Some(request.target.clone());
-        if request.command != Command::Connect {
-            self.reject(ctx, Reply::CommandNotSupported);
+        self.start_command(ctx, request.command, request.target);
+        Pass::Next
+    }
+
+    /// A SOCKS4 or SOCKS4a request (`04 CD PORT IP USERID 00 [HOST 00]`).
+    fn on_socks4_bytes(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        let Phase::AwaitGreeting(hs) = &mut self.phase else { return Pass::Next };
+        self.dialect = Dialect::Socks4;
+        let (command, target) = match socks4::parse_socks4_request(hs.filled()) {
+            Parse::Partial => return self.read_handshake(),
+            Parse::Invalid(Invalid::BadVersion(_)) => return Pass::Close("bad SOCKS4 request"),
+            Parse::Invalid(Invalid::Reply(reply)) => {
+                self.reject(ctx, reply);
+                return Pass::Next;
+            }
+            Parse::Complete(request, used) => {
+                let command = match request.command {
+                    Socks4Command::Connect => Command::Connect,
+                    Socks4Command::Bind => Command::Bind,
+                };
+                let target = match request.target {
+                    Socks4Target::Ip(ip) => TargetAddr::Ip(SocketAddr::new(ip.into(), request.port)),
+                    Socks4Target::Domain(host) => TargetAddr::Domain(host, request.port),
+                };
+                self.to_upstream.queue(&hs.filled()[used..]);
+                (command, target)
+            }
+        };
+        let refusal = if !ctx.config.socks4 {
+            Some("SOCKS4 is disabled (--no-socks4)")
+        } else if ctx.credentials.is_some() && !ctx.config.socks4_without_auth {
+            Some("SOCKS4 has no passwords and authentication is required")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            log::info!("conn {}: refused SOCKS4 client {}: {why}", self.generation, self.client_addr);
+            self.target = Some(target);
+            self.reject(ctx, Reply::NotAllowedByRuleset);
             return Pass::Next;
         }
+        self.start_command(ctx, command, target);
+        Pass::Next
+    }
+
+    /// Begin carrying out a parsed request, whichever dialect it came in.
+    fn start_command(&mut self, ctx: &mut Ctx<'_>, command: Command, target: TargetAddr) {
+        log::debug!("conn {}: {:?} {}", self.generation, command, target);
+        self.target = Some(target.clone());
         self.set_deadline(ctx, ctx.config.connect_timeout);
-        match request.target {
+        if command == Command::UdpAssociate {
+            return self.begin_udp(ctx, target);
+        }
+        match target {
+            TargetAddr::Ip(addr) if command == Command::Bind => {
+                self.begin_bind(ctx, vec![addr.ip()], addr.ip())
+            }
             TargetAddr::Ip(addr) => self.begin_connecting(ctx, vec![addr]),
             TargetAddr::Domain(host, port) => match resolver::check_name(&host) {
+                NameCheck::Literal(ip) if command == Command::Bind => self.begin_bind(ctx, vec![ip], ip),
                 NameCheck::Literal(ip) => self.begin_connecting(ctx, vec![SocketAddr::new(ip, port)]),
                 NameCheck::Invalid => self.reject(ctx, Reply::HostUnreachable),
                 NameCheck::Lookup => {
                     ctx.resolver.submit(Lookup { key: ctx.key, generation: self.generation, host, port });
-                    self.set_phase(Phase::Resolving);
+                    self.set_phase(Phase::Resolving { command });
                 }
             },
         }
+    }
+
+    /// BIND: listen for the expected peer and send the first reply with the listening address.
+    fn begin_bind(&mut self, ctx: &mut Ctx<'_>, expected: Vec<IpAddr>, toward: IpAddr) {
+        // Listen where the peer can reach us: the outbound address, else the route toward
+        // the expected peer, else the address the client reached us on.
+        let local_ip = ctx
+            .config
+            .bind_out
+            .or_else(|| bind::outbound_ip_for(toward))
+            .or_else(|| self.client.local_addr().ok().map(|a| a.ip()));
+        let opened = local_ip
+            .ok_or_else(|| io::Error::other("no local address"))
+            .and_then(|ip| BindWait::open(ip, expected, ctx.registry, ctx.key));
+        let wait = match opened {
+            Ok(wait) => wait,
+            Err(e) => {
+                log::warn!("conn {}: cannot listen for BIND: {e}", self.generation);
+                return self.reject(ctx, Reply::GeneralFailure);
+            }
+        };
+        let first = self.command_reply(Reply::Succeeded, wait.local_addr().ok());
+        self.queue_to_client(&first);
+        self.aux_ready = Readiness::default();
+        self.set_phase(Phase::BindWaiting(Box::new(wait)));
+    }
+
+    fn on_bind_progress(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        if let Err(close) = self.flush_to_client() {
+            return close;
+        }
+        let Phase::BindWaiting(wait) = &mut self.phase else { return Pass::Next };
+        if !self.aux_ready.readable {
+            return Pass::Wait;
+        }
+        let (mut stream, peer) = match wait.accept_expected() {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => {
+                self.aux_ready.readable = false;
+                return Pass::Wait;
+            }
+            Err(e) => {
+                log::debug!("conn {}: BIND accept failed: {e}", self.generation);
+                self.reject(ctx, Reply::GeneralFailure);
+                return Pass::Next;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let token = token::conn(ctx.key, Side::Upstream);
+        if let Err(e) = ctx.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            log::warn!("conn {}: cannot register BIND peer: {e}", self.generation);
+            self.reject(ctx, Reply::GeneralFailure);
+            return Pass::Next;
+        }
+        log::debug!("conn {}: BIND peer {peer} connected", self.generation);
+        // The second reply names the peer (RFC 1928 §4); then the listener is closed.
+        self.upstream = Some(stream);
+        self.upstream_ready = Readiness { readable: true, writable: true };
+        self.reply_success(Some(peer));
+        self.set_deadline(ctx, ctx.config.idle_timeout);
+        self.set_phase(Phase::Relaying);
         Pass::Next
+    }
+
+    /// UDP ASSOCIATE: open this association's own sockets and reply with the relay address.
+    fn begin_udp(&mut self, ctx: &mut Ctx<'_>, target: TargetAddr) {
+        // DST.PORT (if not 0) is the port the client will send from; its IP is always the
+        // TCP peer's (a DST.ADDR from behind NAT would be wrong, and trusting it would let a
+        // client aim the relay at someone else).
+        let client_port = Some(target.port()).filter(|&p| p != 0);
+        let local = match self.client.local_addr() {
+            Ok(local) => local,
+            Err(e) => {
+                log::warn!("conn {}: {e}", self.generation);
+                return self.reject(ctx, Reply::GeneralFailure);
+            }
+        };
+        let opened =
+            UdpAssociation::open(local.ip(), self.client_addr.ip(), client_port, ctx.config.bind_out)
+                .and_then(|mut udp| udp.register(ctx.registry, ctx.key).map(|()| udp));
+        let udp = match opened {
+            Ok(udp) => udp,
+            Err(e) => {
+                log::warn!("conn {}: cannot open UDP relay: {e}", self.generation);
+                return self.reject(ctx, Reply::GeneralFailure);
+            }
+        };
+        let mut advertised = udp.relay_addr().ok();
+        if let (Some(addr), Some(ip)) = (advertised.as_mut(), ctx.config.udp_advertise) {
+            addr.set_ip(ip);
+        }
+        self.reply_success(advertised);
+        self.aux_ready = Readiness { readable: true, writable: true };
+        self.upstream_ready = Readiness { readable: true, writable: true };
+        self.set_deadline(ctx, ctx.config.idle_timeout);
+        self.set_phase(Phase::UdpAssociated(Box::new(udp)));
+    }
+
+    /// UdpAssociated: relay datagrams both ways; the TCP connection only signals the end.
+    fn on_udp_activity(&mut self, ctx: &mut Ctx<'_>) -> Pass {
+        if let Err(close) = self.flush_to_client() {
+            return close;
+        }
+        // RFC 1928 §7: the association ends when its TCP connection does. Anything the
+        // client sends on it is meaningless and discarded.
+        let mut discard = [0u8; 256];
+        while self.client_ready.readable {
+            match sockio::read(&mut self.client, &mut discard) {
+                Io::Done(_) => {}
+                Io::WouldBlock => self.client_ready.readable = false,
+                Io::Eof => return Pass::Close("UDP association ended by client"),
+                Io::Failed(_) => return Pass::Close("UDP control connection failed"),
+            }
+        }
+        let Phase::UdpAssociated(udp) = &mut self.phase else { return Pass::Next };
+        let mut more = false;
+        let mut active = false;
+        if self.aux_ready.readable {
+            active = true;
+            let id = (ctx.key, self.generation);
+            match udp.from_client(ctx.scratch, &ctx.config.rules, ctx.resolver, id) {
+                Handled::Done => self.aux_ready.readable = false,
+                Handled::More => more = true,
+            }
+        }
+        if self.upstream_ready.readable {
+            active = true;
+            match udp.from_targets(ctx.scratch) {
+                Handled::Done => self.upstream_ready.readable = false,
+                Handled::More => more = true,
+            }
+        }
+        if active {
+            self.set_deadline(ctx, ctx.config.idle_timeout);
+        }
+        if more { Pass::Again } else { Pass::Wait }
     }
 
     /// Apply the egress rules to every address the connect could use (after resolution,
@@ -523,10 +781,7 @@ impl Connection {
 
     fn on_connected(&mut self, ctx: &mut Ctx<'_>) -> Pass {
         let bound = self.upstream.as_ref().and_then(|s| s.local_addr().ok());
-        let mut reply = Vec::with_capacity(22);
-        encode_reply(Reply::Succeeded, bound, &mut reply);
-        self.queue_to_client(&reply);
-        self.reply = Some(Reply::Succeeded);
+        self.reply_success(bound);
         self.upstream_ready.writable = true;
         self.set_deadline(ctx, ctx.config.idle_timeout);
         self.set_phase(Phase::Relaying);

@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod bind;
 pub mod config;
 pub mod connect;
 pub mod connection;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod sockio;
 pub mod timer;
 pub mod token;
+pub mod udp_relay;
 
 pub use config::Config;
 pub use server::{Server, StartError, Stopper};

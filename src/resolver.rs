@@ -28,6 +28,8 @@ pub struct Lookup {
 pub struct Answer {
     pub key: usize,
     pub generation: u64,
+    /// The name asked for (a UDP association resolves many names at once).
+    pub host: String,
     pub result: io::Result<Vec<SocketAddr>>,
 }
 
@@ -79,7 +81,7 @@ fn resolve_until_closed(queue: &Mutex<Receiver<Lookup>>, answers: &Sender<Answer
             return; // the loop dropped its sender: shut down
         };
         let result = (lookup.host.as_str(), lookup.port).to_socket_addrs().map(Iterator::collect);
-        let answer = Answer { key: lookup.key, generation: lookup.generation, result };
+        let answer = Answer { key: lookup.key, generation: lookup.generation, host: lookup.host, result };
         if answers.send(answer).is_err() {
             return;
         }

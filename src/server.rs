@@ -35,8 +35,9 @@ use crate::resolver::Resolver;
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
 
-/// Size of the loop-owned read buffer every relay shares.
-const SCRATCH_SIZE: usize = 64 * 1024;
+/// Size of the loop-owned read buffer every relay shares: 64 KiB, plus room to put a UDP
+/// header in front of the largest datagram without copying it.
+const SCRATCH_SIZE: usize = 64 * 1024 + crate::udp_relay::HEADER_ROOM;
 /// After EMFILE/ENFILE, try accepting again this soon even if nothing closes.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -321,8 +322,8 @@ impl Worker {
             Step::Wait => {}
             Step::Again => self.ready_again.push(key),
             Step::Close(reason) => {
-                conn.mark_closed();
                 conn.log_finish(reason, *now);
+                conn.mark_closed();
                 self.closing.push(key);
             }
         }
@@ -361,7 +362,7 @@ impl Worker {
                 _ => continue, // late answer for a connection that is gone
             }
             self.with_conn(key, |conn, ctx| {
-                conn.on_resolved(ctx, answer.result);
+                conn.on_resolved(ctx, &answer.host, answer.result);
                 conn.drive(ctx)
             });
         }

@@ -231,34 +231,43 @@ mod random_inputs {
     }
 
     /// Complete: consumed within the input, and re-parsing exactly the consumed bytes gives
-    /// the same message. Partial: dropping the last byte stays Partial.
-    fn check<T: PartialEq + std::fmt::Debug>(input: &[u8], parse: impl Fn(&[u8]) -> Parse<T>) {
+    /// the same message. Partial: dropping the last byte stays Partial. Returns which outcome
+    /// it was (0 Partial, 1 Complete, 2 Invalid) so the test can show it reached all three.
+    fn check<'a, T: PartialEq + std::fmt::Debug>(
+        input: &'a [u8],
+        parse: impl Fn(&'a [u8]) -> Parse<T>,
+    ) -> usize {
         match parse(input) {
-            Parse::Complete(msg, used) => {
-                assert!(used <= input.len(), "{input:02x?}");
-                assert_eq!(parse(&input[..used]), Parse::Complete(msg, used), "{input:02x?}");
-            }
             Parse::Partial => {
                 if let Some((_, shorter)) = input.split_last() {
                     assert_eq!(parse(shorter), Parse::Partial, "{input:02x?}");
                 }
+                0
             }
-            Parse::Invalid(_) => {}
+            Parse::Complete(msg, used) => {
+                assert!(used <= input.len(), "{input:02x?}");
+                assert_eq!(parse(&input[..used]), Parse::Complete(msg, used), "{input:02x?}");
+                1
+            }
+            Parse::Invalid(_) => 2,
         }
     }
 
-    fn check_udp(datagram: &[u8]) {
+    /// The UDP header's version of [`check`]: Truncated plays the part of Partial.
+    fn check_udp(datagram: &[u8]) -> usize {
         match parse_udp_header(datagram) {
-            Ok(parsed) => {
-                assert!(parsed.header_len <= datagram.len(), "{datagram:02x?}");
-                assert_eq!(parse_udp_header(&datagram[..parsed.header_len]), Ok(parsed), "{datagram:02x?}");
-            }
             Err(UdpHeaderError::Truncated) => {
                 if let Some((_, shorter)) = datagram.split_last() {
                     assert_eq!(parse_udp_header(shorter), Err(UdpHeaderError::Truncated));
                 }
+                0
             }
-            Err(_) => {}
+            Ok(parsed) => {
+                assert!(parsed.header_len <= datagram.len(), "{datagram:02x?}");
+                assert_eq!(parse_udp_header(&datagram[..parsed.header_len]), Ok(parsed), "{datagram:02x?}");
+                1
+            }
+            Err(_) => 2,
         }
     }
 
@@ -266,44 +275,55 @@ mod random_inputs {
     fn random_inputs_never_break_the_contract() {
         let mut rng = XorShift(0x5EED_50C5_100F_0001);
         let mut input = Vec::with_capacity(600);
-        for round in 0..200_000u32 {
+        let mut datagram = Vec::with_capacity(602);
+        // seen[parser][outcome]: greeting, auth, request, SOCKS4, UDP.
+        let mut seen = [[0u32; 3]; 5];
+        for _ in 0..200_000u32 {
             input.clear();
             let len = (rng.next() % 600) as usize;
-            // Pure noise almost always fails on the version byte, so most rounds start with a
-            // plausible prefix (right version, small lengths) to get the parsers deeper.
             for _ in 0..len {
                 input.push(rng.next() as u8);
             }
+            // Pure noise nearly always stops at the version byte, so steer most inputs deeper:
+            // a right version byte, small CMD/ATYP/length bytes, a SOCKS4a DSTIP, a NUL-free
+            // run (SOCKS4's too-long fields).
             let steer = rng.next();
             if let Some(first) = input.first_mut() {
                 *first = [5, 1, 4, 0, *first][(steer % 5) as usize];
             }
             if steer & 0x100 != 0 {
-                // Small CMD/ATYP/length bytes, and sometimes a NUL-free run for SOCKS4.
                 for byte in input.iter_mut().skip(1).take(4) {
                     *byte %= 5;
                 }
             }
-            if steer & 0x200 != 0 && input.len() > 8 {
+            if steer & 0x200 != 0 {
+                for byte in input.iter_mut().skip(4).take(3) {
+                    *byte = 0;
+                }
+            }
+            if steer & 0x400 != 0 && input.len() > 8 {
                 let from = 8 + (steer >> 16) as usize % (input.len() - 8);
                 for byte in &mut input[from..] {
                     *byte |= 1;
                 }
             }
-            check(&input, parse_greeting);
-            check(&input, parse_auth_request);
-            check(&input, parse_request);
-            check(&input, parse_socks4_request);
-            check_udp(&input);
-            if round % 4 == 0 {
-                // UDP headers start with RSV = 0: give the parser a chance past that check.
-                let mut datagram = vec![0, 0];
-                datagram.extend_from_slice(&input);
-                if let Some(atyp) = datagram.get_mut(3) {
-                    *atyp = [1, 3, 4, *atyp][(steer >> 40) as usize % 4];
-                }
-                check_udp(&datagram);
+            seen[0][check(&input, parse_greeting)] += 1;
+            seen[1][check(&input, parse_auth_request)] += 1;
+            seen[2][check(&input, parse_request)] += 1;
+            seen[3][check(&input, parse_socks4_request)] += 1;
+            // UDP headers start with RSV = 0: most datagrams get one to reach the address.
+            datagram.clear();
+            if steer & 0x800 != 0 {
+                datagram.extend_from_slice(&[0, 0]);
             }
+            datagram.extend_from_slice(&input);
+            seen[4][check_udp(&datagram)] += 1;
+        }
+        for (parser, outcomes) in ["greeting", "auth", "request", "socks4", "udp"].iter().zip(seen) {
+            assert!(
+                outcomes.iter().all(|&n| n >= 100),
+                "{parser}: {outcomes:?} (partial, complete, invalid)"
+            );
         }
     }
 }

@@ -1,0 +1,282 @@
+//! Command-line flags of `socksloop-bench` → [`Options`].
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::wire::Route;
+
+pub const HELP: &str = "\
+socksloop-bench: load generator for any SOCKS5 server (or none, with --direct)
+
+USAGE:
+    socksloop-bench (--proxy ADDR | --direct) [OPTIONS]
+
+The tool starts its own target (echo / sink / source) in a child process on loopback and
+sends every connection through the SOCKS5 server at --proxy to it (no-auth CONNECT to an
+IPv4 or IPv6 literal). With --direct it connects to the target itself: the machine's limit.
+
+WORKLOADS (--workload, comma-separated; `all` = all three):
+    throughput   Streams of verified pattern bytes for --duration (or --bytes per stream).
+                 Every byte is checked on receipt, uploads by the target. Result: MiB/s.
+    connrate     --concurrency clients, each looping: connect, greet, CONNECT, 64-byte
+                 echo, close. Result: connections/s and handshake latency (connect start to
+                 CONNECT success reply) p50 / p99 / max.
+    memory       Open --connections idle relays, then read VmRSS of --pid before and after.
+                 Result: KiB per connection.
+
+OPTIONS:
+    --proxy ADDR           SOCKS5 server to measure, e.g. 127.0.0.1:1080
+    --direct               No proxy: connect straight to the target
+    --workload LIST        throughput, connrate, memory or all [default: throughput]
+    --streams LIST         Parallel streams for throughput [default: 1]
+    --direction LIST       download, upload or both [default: download]
+    --duration SECS        Length of each throughput / connrate run [default: 5]
+    --bytes SIZE           Throughput: send this much per stream instead of running for
+                           --duration (suffixes K, M, G = KiB, MiB, GiB)
+    --concurrency LIST     Parallel clients for connrate [default: 1]
+    --connections LIST     Idle relays for memory [default: 1000]
+    --pid PID              The server's process, for memory (reads /proc/PID/status)
+    --runs N               Repeat each measurement N times and report the median [default: 1]
+    --label NAME           Name of the server in the output [default: direct or proxy ADDR]
+    --json FILE            Append one JSON object per result to FILE
+    --format FMT           table (default) or json (JSON lines on stdout instead of a table)
+    --timeout SECS         Limit on every blocking socket step [default: 10]
+    -h, --help             Print this help
+
+Lists are comma-separated and multiply: --streams 1,8 --direction download,both runs four
+cases. Progress goes to stderr. The tool raises its open-file limit to the hard limit; each
+idle relay costs it one descriptor and its target child one.
+
+EXAMPLE:
+    socksloop-bench --proxy 127.0.0.1:1080 --workload all --streams 1,8 --direction both \\
+        --concurrency 1,64 --connections 1000 --pid 1234 --runs 3 --json results.jsonl
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Throughput,
+    Connrate,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Download,
+    Upload,
+    Both,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Download => "download",
+            Direction::Upload => "upload",
+            Direction::Both => "both",
+        }
+    }
+}
+
+/// When a throughput stream stops sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Time(Duration),
+    Bytes(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub route: Route,
+    pub workloads: Vec<Workload>,
+    pub streams: Vec<usize>,
+    pub directions: Vec<Direction>,
+    pub duration: Duration,
+    pub limit: Limit,
+    pub concurrency: Vec<usize>,
+    pub connections: Vec<usize>,
+    pub pid: Option<u32>,
+    pub runs: usize,
+    pub label: String,
+    pub json: Option<PathBuf>,
+    pub format: Format,
+    pub timeout: Duration,
+}
+
+pub enum Command {
+    Help,
+    /// Hidden: be the target (the tool re-executes itself with this).
+    ServeTarget(SocketAddr),
+    Run(Options),
+}
+
+pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains(["-h", "--help"]) {
+        return Ok(Command::Help);
+    }
+    if let Some(addr) = opt(&mut args, "--serve-target")? {
+        return Ok(Command::ServeTarget(parse_addr("--serve-target", &addr)?));
+    }
+    let proxy = opt(&mut args, "--proxy")?.map(|s| parse_addr("--proxy", &s)).transpose()?;
+    let direct = args.contains("--direct");
+    let route = match (proxy, direct) {
+        (Some(addr), false) => Route::Proxy(addr),
+        (None, true) => Route::Direct,
+        (Some(_), true) => return Err("--proxy and --direct exclude each other".into()),
+        (None, false) => return Err("say what to measure: --proxy ADDR or --direct (see --help)".into()),
+    };
+    let workloads = list(&mut args, "--workload", "throughput", parse_workloads)?.concat();
+    let streams = list(&mut args, "--streams", "1", |s| positive("--streams", s))?;
+    let directions = list(&mut args, "--direction", "download", parse_direction)?;
+    let duration = opt(&mut args, "--duration")?.map(|s| seconds("--duration", &s)).transpose()?;
+    let duration = duration.unwrap_or(Duration::from_secs(5));
+    let bytes = opt(&mut args, "--bytes")?.map(|s| size("--bytes", &s)).transpose()?;
+    let limit = bytes.map_or(Limit::Time(duration), Limit::Bytes);
+    let concurrency = list(&mut args, "--concurrency", "1", |s| positive("--concurrency", s))?;
+    let connections = list(&mut args, "--connections", "1000", |s| positive("--connections", s))?;
+    let pid = opt(&mut args, "--pid")?.map(|s| positive("--pid", &s)).transpose()?;
+    let pid = pid.map(|p| u32::try_from(p).map_err(|_| format!("--pid {p} is out of range"))).transpose()?;
+    let runs = opt(&mut args, "--runs")?.map(|s| positive("--runs", &s)).transpose()?.unwrap_or(1);
+    let label = opt(&mut args, "--label")?.unwrap_or_else(|| match route {
+        Route::Direct => "direct".into(),
+        Route::Proxy(addr) => format!("proxy {addr}"),
+    });
+    let json = opt(&mut args, "--json")?.map(PathBuf::from);
+    let format = match opt(&mut args, "--format")?.as_deref() {
+        None | Some("table") => Format::Table,
+        Some("json") => Format::Json,
+        Some(other) => return Err(format!("invalid --format '{other}': expected table or json")),
+    };
+    let timeout = opt(&mut args, "--timeout")?.map(|s| seconds("--timeout", &s)).transpose()?;
+    let timeout = timeout.unwrap_or(Duration::from_secs(10));
+    let rest = args.finish();
+    if let Some(first) = rest.first() {
+        return Err(format!("unexpected argument '{}' (see --help)", first.to_string_lossy()));
+    }
+    Ok(Command::Run(Options {
+        route,
+        workloads,
+        streams,
+        directions,
+        duration,
+        limit,
+        concurrency,
+        connections,
+        pid,
+        runs,
+        label,
+        json,
+        format,
+        timeout,
+    }))
+}
+
+fn opt(args: &mut pico_args::Arguments, flag: &'static str) -> Result<Option<String>, String> {
+    args.opt_value_from_str(flag).map_err(|e| format!("{e} (see --help)"))
+}
+
+/// A comma-separated flag, each item parsed by `item`.
+fn list<T>(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+    default: &str,
+    item: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let raw = opt(args, flag)?.unwrap_or_else(|| default.to_string());
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(item).collect()
+}
+
+fn parse_workloads(s: &str) -> Result<Vec<Workload>, String> {
+    Ok(match s {
+        "throughput" => vec![Workload::Throughput],
+        "connrate" => vec![Workload::Connrate],
+        "memory" => vec![Workload::Memory],
+        "all" => vec![Workload::Throughput, Workload::Connrate, Workload::Memory],
+        _ => return Err(format!("invalid --workload '{s}': expected throughput, connrate, memory or all")),
+    })
+}
+
+fn parse_direction(s: &str) -> Result<Direction, String> {
+    match s {
+        "download" => Ok(Direction::Download),
+        "upload" => Ok(Direction::Upload),
+        "both" => Ok(Direction::Both),
+        _ => Err(format!("invalid --direction '{s}': expected download, upload or both")),
+    }
+}
+
+fn parse_addr(flag: &str, s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| format!("invalid {flag} '{s}': expected IP:PORT such as 127.0.0.1:1080"))
+}
+
+fn positive(flag: &str, s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("invalid {flag} '{s}': expected a whole number > 0")),
+    }
+}
+
+fn seconds(flag: &str, s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("invalid {flag} '{s}': expected seconds > 0")),
+    }
+}
+
+fn size(flag: &str, s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("invalid {flag} '{s}': unknown unit (use K, M or G)")),
+    };
+    match digits.trim().parse::<u64>() {
+        Ok(n) if n > 0 => n.checked_shl(shift).ok_or_else(|| format!("{flag} '{s}' is too large")),
+        _ => Err(format!("invalid {flag} '{s}': expected a size such as 16M")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Options, String> {
+        match parse(args.iter().map(OsString::from).collect())? {
+            Command::Run(o) => Ok(o),
+            _ => Err("not a run".into()),
+        }
+    }
+
+    #[test]
+    fn lists_and_defaults() {
+        let o = run(&["--proxy", "127.0.0.1:1080", "--streams", "1,8", "--workload", "all"]).unwrap();
+        assert_eq!(o.streams, vec![1, 8]);
+        assert_eq!(o.workloads.len(), 3);
+        assert_eq!(o.limit, Limit::Time(Duration::from_secs(5)));
+        assert_eq!(o.label, "proxy 127.0.0.1:1080");
+        let o = run(&["--direct", "--bytes", "16M"]).unwrap();
+        assert_eq!(o.limit, Limit::Bytes(16 << 20));
+        assert_eq!(o.route, Route::Direct);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(run(&[]).is_err());
+        assert!(run(&["--direct", "--proxy", "127.0.0.1:1"]).is_err());
+        assert!(run(&["--direct", "--workload", "speed"]).is_err());
+        assert!(run(&["--direct", "--bytes", "3X"]).is_err());
+        assert!(run(&["--direct", "--streams", "0"]).is_err());
+    }
+}
