@@ -1,0 +1,14 @@
+//! Integration tests for socksloop: real sockets on loopback against the in-process server
+//! and the binary. Helpers live in `support`; each other module covers one topic.
+
+mod access;
+mod cli;
+mod connect;
+mod curl;
+mod handshake;
+mod limits;
+mod memory;
+mod protocol_ext;
+mod support;
+mod timeouts;
+mod transfer;

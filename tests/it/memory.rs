@@ -1,0 +1,73 @@
+//! Backpressure: a client that reads slowly must not make the proxy buffer what the target
+//! pushes. Runs the binary so its resident memory can be read from /proc.
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const TOTAL: usize = 256 * MIB;
+const SEED: u64 = 0xbeef;
+/// Generous: the relay holds at most one 64 KiB scratch plus pending bytes per pipe, so
+/// anything near this means the proxy buffers what the socket buffers refuse.
+const RSS_LIMIT: u64 = 40 * MIB as u64;
+
+#[test]
+fn slow_reader_keeps_proxy_memory_bounded() {
+    let proxy = ProxyProcess::spawn(&[]);
+    let rss_start = proxy.rss_bytes();
+    let target = Target::start("127.0.0.1:0", |mut stream, _| {
+        let result = write_stream(&mut stream, SEED, TOTAL).map_err(|e| e.to_string());
+        let _ = stream.shutdown(Shutdown::Write);
+        result
+    });
+    let (mut stream, _) = socks_connect(proxy.addr, target.addr);
+    // The fast phase moves 256 MiB; allow for a slow machine.
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+
+    let mut verifier = Verifier::new(SEED);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut rss_peak = 0u64;
+    // Slow phase: ~1 s of small reads with pauses while the target writes flat out.
+    let slow_until = Instant::now() + Duration::from_secs(1);
+    let mut reads = 0u32;
+    while Instant::now() < slow_until && reads < 500 {
+        let n = stream.read(&mut buf[..1024]).unwrap();
+        assert!(n > 0, "early EOF");
+        verifier.check(&buf[..n]).unwrap();
+        reads += 1;
+        thread::sleep(Duration::from_millis(10));
+        if reads.is_multiple_of(20) {
+            rss_peak = rss_peak.max(proxy.rss_bytes());
+        }
+    }
+    let rss_slow = proxy.rss_bytes();
+    rss_peak = rss_peak.max(rss_slow);
+    // Fast phase: the rest at full speed, sampling now and then.
+    let mut chunks = 0u64;
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        verifier.check(&buf[..n]).unwrap();
+        chunks += 1;
+        if chunks.is_multiple_of(256) {
+            rss_peak = rss_peak.max(proxy.rss_bytes());
+        }
+    }
+    let rss_end = proxy.rss_bytes();
+    rss_peak = rss_peak.max(rss_end);
+    eprintln!(
+        "proxy VmRSS: start {} KiB, after slow phase {} KiB, end {} KiB, peak sampled {} KiB",
+        rss_start / 1024,
+        rss_slow / 1024,
+        rss_end / 1024,
+        rss_peak / 1024
+    );
+    assert_eq!(verifier.offset, TOTAL as u64, "all bytes arrived");
+    assert_eq!(target.next_result(), Ok(()));
+    assert!(rss_peak < RSS_LIMIT, "proxy RSS peaked at {} KiB", rss_peak / 1024);
+}
