@@ -26,8 +26,12 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Cap on simultaneous client connections; `None` derives it from the fd limit.
     pub max_connections: Option<usize>,
-    /// Threads that run blocking `getaddrinfo` calls off the event loop.
+    /// Threads that run blocking `getaddrinfo` calls off the event loop (per worker).
     pub resolver_threads: usize,
+    /// Event loops, each on its own thread with its own `SO_REUSEPORT` listener.
+    pub workers: usize,
+    /// On the first SIGINT/SIGTERM, how long established connections may take to finish.
+    pub shutdown_grace: Duration,
     /// Where usernames and passwords come from; none means no authentication.
     pub auth: AuthSource,
     /// Accept running without authentication on a non-loopback address.
@@ -56,6 +60,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             max_connections: None,
             resolver_threads: 4,
+            workers: 1,
+            shutdown_grace: Duration::from_secs(10),
             auth: AuthSource::default(),
             allow_open_proxy: false,
             rules: Rules::default(),
@@ -103,6 +109,11 @@ OPTIONS:
     --max-connections N         Simultaneous clients; beyond it accepting pauses
                                 [default: derived from the open-file limit]
     --resolver-threads N        Threads for DNS lookups, off the event loop [default: 4]
+    --workers N                 Event loops (threads), each with its own SO_REUSEPORT
+                                listener; use up to one per core [default: 1]
+    --shutdown-grace SECS       On SIGINT/SIGTERM, stop accepting and let open connections
+                                finish for this long; a second signal stops at once.
+                                0 stops at once [default: 10]
 
 AUTHENTICATION AND ACCESS:
     --auth-file PATH            Require RFC 1929 username/password; one user:password per
@@ -161,6 +172,15 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
         take(&mut args, "--max-connections", |s| parse_positive("--max-connections", s))?;
     if let Some(n) = take(&mut args, "--resolver-threads", |s| parse_positive("--resolver-threads", s))? {
         config.resolver_threads = n;
+    }
+    if let Some(n) = take(&mut args, "--workers", |s| parse_positive("--workers", s))? {
+        config.workers = n;
+    }
+    if let Some(grace) = take(&mut args, "--shutdown-grace", |s| {
+        // 0 is allowed here: it means "no grace".
+        if s.trim() == "0" { Ok(Duration::ZERO) } else { parse_seconds("--shutdown-grace", s) }
+    })? {
+        config.shutdown_grace = grace;
     }
 
     if let Some(path) = args
@@ -295,6 +315,14 @@ mod tests {
     fn repeated_listen_and_ipv6() {
         let c = config(&["--listen", "[::1]:1081", "--listen", "127.0.0.1:1082"]);
         assert_eq!(c.listen, vec!["[::1]:1081".parse().unwrap(), "127.0.0.1:1082".parse().unwrap()]);
+    }
+
+    #[test]
+    fn workers_and_grace() {
+        let c = config(&["--workers", "2", "--shutdown-grace", "0"]);
+        assert_eq!((c.workers, c.shutdown_grace), (2, Duration::ZERO));
+        assert!(parse(&["--workers", "0"]).is_err());
+        assert!(parse(&["--shutdown-grace", "-1"]).is_err());
     }
 
     #[test]

@@ -91,13 +91,21 @@ fn env_user() -> Result<Option<(String, String)>, String> {
     }
 }
 
-/// SIGHUP reloads credentials; SIGINT/SIGTERM stop the server.
+/// SIGHUP reloads credentials. The first SIGINT/SIGTERM drains (no new clients, open ones
+/// get the grace period); a second one stops at once.
 fn handle_signals(mut signals: Signals, stopper: Stopper, credentials: Option<Arc<CredentialStore>>) {
+    let mut draining = false;
     for signal in signals.forever() {
         if signal != SIGHUP {
-            log::info!("signal {signal} received; shutting down");
-            stopper.stop();
-            return;
+            if draining {
+                log::info!("signal {signal} received again; stopping now");
+                stopper.stop();
+                return;
+            }
+            log::info!("signal {signal} received; draining (send it again to stop at once)");
+            stopper.drain();
+            draining = true;
+            continue;
         }
         match &credentials {
             Some(store) => match store.reload() {

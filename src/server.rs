@@ -78,16 +78,37 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// What the outside world asks of the loops; read by every worker once per pass.
+#[derive(Default)]
+struct Control {
+    /// Stop now, closing every connection.
+    stop: AtomicBool,
+    /// Stop accepting, let connections finish for the grace period, then stop.
+    drain: AtomicBool,
+}
+
 /// Stops a running server from any thread (a signal handler thread, a test).
 #[derive(Clone)]
 pub struct Stopper {
-    flag: Arc<AtomicBool>,
+    control: Arc<Control>,
     wakers: Vec<Arc<Waker>>,
 }
 
 impl Stopper {
+    /// Stop at once: every connection is closed.
     pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+        self.control.stop.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Graceful stop: close the listeners, let established connections finish for up to
+    /// `Config::shutdown_grace`, then close the rest.
+    pub fn drain(&self) {
+        self.control.drain.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         for waker in &self.wakers {
             let _ = waker.wake();
         }
@@ -103,7 +124,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind every listen address and start the event loop on its own thread.
+    /// Bind every listen address and start the event loop(s), each on its own thread.
+    ///
+    /// With `workers > 1` every worker gets its own `SO_REUSEPORT` listener on each address
+    /// and the kernel spreads new connections between them; workers share nothing but the
+    /// credentials and the stop/drain flags.
     pub fn start(config: Config) -> Result<Server, StartError> {
         if !config.auth.is_configured()
             && !config.allow_open_proxy
@@ -116,22 +141,45 @@ impl Server {
         } else {
             None
         };
-        let mut listeners = Vec::with_capacity(config.listen.len());
-        let mut local_addrs = Vec::with_capacity(config.listen.len());
-        for &addr in &config.listen {
-            let listener = listen::bind(addr, false).map_err(|source| StartError::Listen { addr, source })?;
-            local_addrs.push(listener.local_addr().map_err(StartError::Setup)?);
-            listeners.push(listener);
+        let workers = config.workers.max(1);
+        let reuse_port = workers > 1;
+        let mut local_addrs: Vec<SocketAddr> = Vec::with_capacity(config.listen.len());
+        let mut listener_sets = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let mut listeners = Vec::with_capacity(config.listen.len());
+            for (i, &asked) in config.listen.iter().enumerate() {
+                // Later workers bind the port the first one got (it matters when 0 was asked).
+                let addr = local_addrs.get(i).copied().unwrap_or(asked);
+                let listener =
+                    listen::bind(addr, reuse_port).map_err(|source| StartError::Listen { addr, source })?;
+                if index == 0 {
+                    local_addrs.push(listener.local_addr().map_err(StartError::Setup)?);
+                }
+                listeners.push(listener);
+            }
+            listener_sets.push(listeners);
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let worker = Worker::new(config, listeners, credentials.clone(), Arc::clone(&stop))
-            .map_err(StartError::Setup)?;
-        let stopper = Stopper { flag: stop, wakers: vec![Arc::clone(&worker.waker)] };
-        let thread = thread::Builder::new()
-            .name("socksloop-loop".into())
-            .spawn(move || worker.run())
-            .map_err(StartError::Setup)?;
-        Ok(Server { local_addrs, credentials, stopper, threads: vec![thread] })
+        let control = Arc::new(Control::default());
+        let mut loops = Vec::with_capacity(workers);
+        for (index, listeners) in listener_sets.into_iter().enumerate() {
+            let shared = Shared { credentials: credentials.clone(), control: Arc::clone(&control) };
+            let worker = Worker::new(config.clone(), listeners, shared, (index, workers))
+                .map_err(StartError::Setup)?;
+            loops.push(worker);
+        }
+        let stopper = Stopper { control, wakers: loops.iter().map(|w| Arc::clone(&w.waker)).collect() };
+        let mut threads = Vec::with_capacity(workers);
+        for worker in loops {
+            let name = format!("socksloop-loop-{}", worker.index);
+            match thread::Builder::new().name(name).spawn(move || worker.run()) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stopper.stop();
+                    return Err(StartError::Setup(e));
+                }
+            }
+        }
+        Ok(Server { local_addrs, credentials, stopper, threads })
     }
 
     /// Re-read the credentials (SIGHUP). On error the old ones stay in force.
@@ -157,9 +205,14 @@ impl Server {
         self.stopper.clone()
     }
 
-    /// Ask the loop to stop; [`Server::wait`] returns once it has.
+    /// Ask the loops to stop at once; [`Server::wait`] returns once they have.
     pub fn stop(&self) {
         self.stopper.stop();
+    }
+
+    /// Ask the loops to drain: stop accepting, let connections finish within the grace period.
+    pub fn drain(&self) {
+        self.stopper.drain();
     }
 
     /// Wait for the event loop to finish; its error, if it failed.
@@ -188,8 +241,17 @@ impl Drop for Server {
     }
 }
 
+/// What the workers share: only read-mostly things behind `Arc`s.
+struct Shared {
+    credentials: Option<Arc<CredentialStore>>,
+    control: Arc<Control>,
+}
+
 /// One event loop and everything it owns.
 struct Worker {
+    /// This worker's number, and how many there are (connection ids interleave by it).
+    index: usize,
+    count: usize,
     poll: Poll,
     waker: Arc<Waker>,
     listeners: Vec<TcpListener>,
@@ -209,7 +271,9 @@ struct Worker {
     accept_paused: bool,
     /// When to retry accepting after running out of file descriptors.
     accept_retry_at: Option<Instant>,
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
+    /// Set once draining has begun: when it must end.
+    drain_deadline: Option<Instant>,
     now: Instant,
 }
 
@@ -217,8 +281,8 @@ impl Worker {
     fn new(
         config: Config,
         mut listeners: Vec<TcpListener>,
-        credentials: Option<Arc<CredentialStore>>,
-        stop: Arc<AtomicBool>,
+        shared: Shared,
+        (index, count): (usize, usize),
     ) -> io::Result<Worker> {
         let poll = Poll::new()?;
         for (i, listener) in listeners.iter_mut().enumerate() {
@@ -226,9 +290,13 @@ impl Worker {
         }
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let resolver = Resolver::start(config.resolver_threads, Arc::clone(&waker))?;
+        // The fd limit and --max-connections are per process: each worker gets its share.
         let fd_cap = limits::connections_for_fd_limit(limits::nofile_limit());
-        let max_connections = config.max_connections.map_or(fd_cap, |n| n.min(fd_cap));
+        let total = config.max_connections.map_or(fd_cap, |n| n.min(fd_cap));
+        let max_connections = total.div_ceil(count).max(1);
         Ok(Worker {
+            index,
+            count,
             poll,
             waker,
             listeners,
@@ -237,22 +305,31 @@ impl Worker {
             resolver,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             config,
-            credentials,
+            credentials: shared.credentials,
             max_connections,
             next_generation: 0,
             closing: Vec::new(),
             ready_again: Vec::new(),
             accept_paused: false,
             accept_retry_at: None,
-            stop,
+            control: shared.control,
+            drain_deadline: None,
             now: Instant::now(),
         })
     }
 
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        log::debug!("event loop running; at most {} connections", self.max_connections);
-        while !self.stop.load(Ordering::SeqCst) {
+        log::debug!("event loop {} running; at most {} connections", self.index, self.max_connections);
+        while !self.control.stop.load(Ordering::SeqCst) {
+            if self.control.drain.load(Ordering::SeqCst) && self.drain_deadline.is_none() {
+                self.begin_drain();
+            }
+            if let Some(deadline) = self.drain_deadline
+                && (self.conns.is_empty() || Instant::now() >= deadline)
+            {
+                break;
+            }
             if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -269,8 +346,27 @@ impl Worker {
             let freed = self.remove_closed();
             self.resume_accepting(freed);
         }
-        log::info!("stopping; closing {} connections", self.conns.len());
+        if !self.conns.is_empty() {
+            log::info!("stopping; closing {} connections", self.conns.len());
+        }
         Ok(())
+    }
+
+    /// Close the listeners (new clients are refused by the kernel from now on) and give the
+    /// open connections the grace period to finish.
+    fn begin_drain(&mut self) {
+        self.listeners.clear();
+        self.accept_paused = true;
+        self.accept_retry_at = None;
+        let grace = self.config.shutdown_grace;
+        self.drain_deadline = Some(Instant::now() + grace);
+        if !self.conns.is_empty() {
+            log::info!(
+                "draining: {} connections have up to {:.1} s to finish",
+                self.conns.len(),
+                grace.as_secs_f64()
+            );
+        }
     }
 
     /// Sleep until the next deadline, not at all if work is left over.
@@ -279,11 +375,11 @@ impl Worker {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let retry = self.accept_retry_at.map(|at| at.saturating_duration_since(now));
-        match (self.timers.next_timeout(now), retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.timers.next_deadline(), self.accept_retry_at, self.drain_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
     }
 
     fn dispatch(&mut self, event: &mio::event::Event) {
@@ -413,8 +509,11 @@ impl Worker {
             log::warn!("cannot register client {addr}: {e}");
             return;
         }
+        // Ids interleave across workers (worker i of n hands out i+1, i+1+n, ...), so log
+        // lines from different workers never share an id.
         self.next_generation += 1;
-        let mut conn = Connection::new(stream, addr, self.next_generation, self.now);
+        let id = (self.next_generation - 1) * self.count as u64 + self.index as u64 + 1;
+        let mut conn = Connection::new(stream, addr, id, self.now);
         self.timers.set(&mut conn.deadline, self.now + self.config.handshake_timeout, key, conn.generation);
         log::debug!("conn {}: accepted from {addr}", conn.generation);
         entry.insert(conn);

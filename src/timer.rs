@@ -52,7 +52,12 @@ impl Timers {
 
     /// How long `poll` may sleep before the earliest entry is due.
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        self.heap.peek().map(|Reverse(entry)| entry.at.saturating_duration_since(now))
+        self.next_deadline().map(|at| at.saturating_duration_since(now))
+    }
+
+    /// When the earliest entry is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(entry)| entry.at)
     }
 
     /// Pop one entry that is due at `now`: `(key, generation, entry_time)`.

@@ -6,6 +6,7 @@ mod cli;
 mod connect;
 mod curl;
 mod handshake;
+mod lifecycle;
 mod limits;
 mod memory;
 mod protocol_ext;
