@@ -1,0 +1,10 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use socksloop::protocol::parse_request;
+
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    common::check_parse(data, parse_request);
+});
