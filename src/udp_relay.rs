@@ -118,15 +118,10 @@ impl UdpAssociation {
         lookup_id: (usize, u64),
     ) -> Handled {
         for _ in 0..DATAGRAM_BUDGET {
-            let (len, from) = match self.client_side.recv_from(scratch) {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Handled::Done,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // e.g. ICMP port unreachable reported on a later call: not fatal for UDP.
-                    self.stats.dropped_other += 1;
-                    continue;
-                }
+            let (len, from) = match receive(&self.client_side, scratch, &mut self.stats) {
+                Received::Datagram(len, from) => (len, from),
+                Received::Empty => return Handled::Done,
+                Received::Skip => continue,
             };
             if !self.is_from_client(from) {
                 self.stats.dropped_foreign += 1;
@@ -161,14 +156,11 @@ impl UdpAssociation {
     /// Relay datagrams from targets back to the client, each behind a header naming its source.
     pub fn from_targets(&mut self, scratch: &mut [u8]) -> Handled {
         for _ in 0..DATAGRAM_BUDGET {
-            let (len, from) = match self.upstream_side.recv_from(&mut scratch[HEADER_ROOM..]) {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Handled::Done,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.stats.dropped_other += 1;
-                    continue;
-                }
+            let (len, from) = match receive(&self.upstream_side, &mut scratch[HEADER_ROOM..], &mut self.stats)
+            {
+                Received::Datagram(len, from) => (len, from),
+                Received::Empty => return Handled::Done,
+                Received::Skip => continue,
             };
             let Some(client_port) = self.client_port else {
                 // The client has not sent anything yet, so we do not know where it listens.
@@ -287,6 +279,27 @@ impl UdpAssociation {
         match self.upstream_side.send_to(payload, addr) {
             Ok(_) => self.stats.to_targets += 1,
             Err(_) => self.stats.dropped_other += 1,
+        }
+    }
+}
+
+/// One `recv_from`, sorted: a datagram, nothing left, or an error to skip past.
+enum Received {
+    Datagram(usize, SocketAddr),
+    Empty,
+    Skip,
+}
+
+fn receive(socket: &UdpSocket, buf: &mut [u8], stats: &mut UdpStats) -> Received {
+    match socket.recv_from(buf) {
+        Ok((len, from)) => Received::Datagram(len, from),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::Empty,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Received::Skip,
+        Err(_) => {
+            // e.g. an ICMP port unreachable from an earlier send, reported now: not fatal
+            // for a UDP relay; count it and read on.
+            stats.dropped_other += 1;
+            Received::Skip
         }
     }
 }
