@@ -288,6 +288,10 @@ impl Connection {
 
     /// The one log line written for every finished connection.
     pub fn log_finish(&self, reason: &str, now: Instant) {
+        // Formatting costs even when the line is filtered out: skip it at --log-level warn.
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
         let target = self.target.as_ref().map_or_else(|| "-".to_string(), ToString::to_string);
         let reply = self.reply.map_or_else(|| "-".to_string(), |r| r.to_string());
         let down = self.to_client.delivered.saturating_sub(u64::from(self.control_bytes));

@@ -113,7 +113,7 @@ pub enum Command {
     Help,
     /// Hidden: be the target (the tool re-executes itself with this).
     ServeTarget(SocketAddr),
-    Run(Options),
+    Run(Box<Options>),
 }
 
 pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
@@ -160,7 +160,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     if let Some(first) = rest.first() {
         return Err(format!("unexpected argument '{}' (see --help)", first.to_string_lossy()));
     }
-    Ok(Command::Run(Options {
+    Ok(Command::Run(Box::new(Options {
         route,
         workloads,
         streams,
@@ -175,7 +175,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
         json,
         format,
         timeout,
-    }))
+    })))
 }
 
 fn opt(args: &mut pico_args::Arguments, flag: &'static str) -> Result<Option<String>, String> {
@@ -254,7 +254,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Options, String> {
         match parse(args.iter().map(OsString::from).collect())? {
-            Command::Run(o) => Ok(o),
+            Command::Run(o) => Ok(*o),
             _ => Err("not a run".into()),
         }
     }

@@ -108,7 +108,9 @@ pub fn serve(bind: SocketAddr) -> ExitCode {
         let Ok(line) = line else { break };
         if line.trim() == "stats" {
             let s = target.stats();
-            if writeln!(out, "{} {} {}", s.uploaded, s.mismatches, s.accepted).and_then(|()| out.flush()).is_err()
+            if writeln!(out, "{} {} {}", s.uploaded, s.mismatches, s.accepted)
+                .and_then(|()| out.flush())
+                .is_err()
             {
                 break;
             }

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -36,7 +35,7 @@ const PATTERN_CACHE: usize = 64;
 /// Counters the load tool reads (and diffs) between runs.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Upload bytes received and found correct, on connections whose upload ended cleanly.
+    /// Upload bytes received and found correct (on connections without a mismatch so far).
     pub uploaded: AtomicU64,
     /// Connections whose upload did not match the pattern.
     pub mismatches: AtomicU64,
@@ -116,7 +115,7 @@ struct Loop {
     listener: TcpListener,
     conns: Slab<Conn>,
     scratch: Vec<u8>,
-    patterns: HashMap<u64, Rc<Pattern>>,
+    patterns: HashMap<u64, Arc<Pattern>>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 }
@@ -193,7 +192,7 @@ struct Conn {
     header: [u8; HEADER_LEN],
     header_len: usize,
     job: Option<Header>,
-    pattern: Option<Rc<Pattern>>,
+    pattern: Option<Arc<Pattern>>,
     /// Upload bytes checked so far.
     received: u64,
     upload_ok: bool,
@@ -237,7 +236,7 @@ impl Conn {
     fn drive(
         &mut self,
         scratch: &mut [u8],
-        patterns: &mut HashMap<u64, Rc<Pattern>>,
+        patterns: &mut HashMap<u64, Arc<Pattern>>,
         stats: &Stats,
     ) -> bool {
         // Loops until both sides would block; each pass moves at most one buffer each way,
@@ -247,7 +246,7 @@ impl Conn {
             if self.wants_read() {
                 match self.stream.read(scratch) {
                     Ok(0) => {
-                        self.on_eof(stats);
+                        self.eof = true;
                         progress = true;
                     }
                     Ok(n) => {
@@ -281,15 +280,8 @@ impl Conn {
         self.readable && !self.eof && echo_backlog < ECHO_HIGH_WATER
     }
 
-    fn on_eof(&mut self, stats: &Stats) {
-        self.eof = true;
-        if self.job.is_some_and(|job| job.mode.uploads()) && self.upload_ok {
-            stats.uploaded.fetch_add(self.received, Ordering::Relaxed);
-        }
-    }
-
     /// Handle bytes read from the client. `false` = close (a bad header).
-    fn take(&mut self, mut bytes: &[u8], patterns: &mut HashMap<u64, Rc<Pattern>>, stats: &Stats) -> bool {
+    fn take(&mut self, mut bytes: &[u8], patterns: &mut HashMap<u64, Arc<Pattern>>, stats: &Stats) -> bool {
         if self.job.is_none() {
             let want = (HEADER_LEN - self.header_len).min(bytes.len());
             self.header[self.header_len..self.header_len + want].copy_from_slice(&bytes[..want]);
@@ -303,8 +295,8 @@ impl Conn {
                 if patterns.len() >= PATTERN_CACHE {
                     patterns.clear();
                 }
-                let pattern = patterns.entry(job.seed).or_insert_with(|| Rc::new(Pattern::new(job.seed)));
-                self.pattern = Some(Rc::clone(pattern));
+                let pattern = patterns.entry(job.seed).or_insert_with(|| Arc::new(Pattern::new(job.seed)));
+                self.pattern = Some(Arc::clone(pattern));
             }
             if job.mode == Mode::Hold {
                 self.out.push(HOLD_ACK);
@@ -317,10 +309,15 @@ impl Conn {
             Mode::Upload | Mode::Both => {
                 if let Some(pattern) = &self.pattern
                     && self.upload_ok
-                    && !pattern.verify(self.received, bytes)
                 {
-                    self.upload_ok = false;
-                    stats.mismatches.fetch_add(1, Ordering::Relaxed);
+                    if pattern.verify(self.received, bytes) {
+                        // Counted as it arrives, so bytes count even if the proxy later
+                        // tears the connection down instead of passing on a half-close.
+                        stats.uploaded.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    } else {
+                        self.upload_ok = false;
+                        stats.mismatches.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 self.received += bytes.len() as u64;
             }

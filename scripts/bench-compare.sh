@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The comparison behind docs/benchmarks.md: direct loopback, socksloop, the threaded
+# baseline and (if installed) microsocks, each measured by socksloop-bench.
+#
+# The server under test is pinned to CPU 0, the load tool and its target child to CPU 1,
+# so every server gets one core and the client side the same other core. With RT=1 (the
+# default) both also run SCHED_FIFO (chrt -f 10), so that other work on a shared machine
+# cannot preempt them: without it, a single event-loop thread competing with CPU-bound
+# processes gets one fair share while a thread-per-connection server gets one per thread
+# (docs/benchmarks.md shows both). Each server is started fresh, waited for (bounded),
+# measured, and stopped by its PID. Memory gets a fresh server for every run, because
+# memory a server freed after one run hides the cost in the next.
+#
+#   scripts/bench-compare.sh [OUT.jsonl]   env: DURATION (s, default 3), RUNS (default 3), RT (1)
+#   python3 scripts/chart.py OUT.jsonl docs/bench-chart.svg
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${1:-bench-results.jsonl}
+DURATION=${DURATION:-3}
+RUNS=${RUNS:-3}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET_DIR/release
+RT=${RT:-1}
+if [ "$RT" = 1 ]; then
+  SERVER_CPU=(chrt -f 10 taskset -c 0)
+  CLIENT_CPU=(chrt -f 10 taskset -c 1)
+else
+  SERVER_CPU=(taskset -c 0)
+  CLIENT_CPU=(taskset -c 1)
+fi
+
+cargo build --release --bin socksloop --bin socksloop-bench --example threaded_baseline >&2
+: > "$OUT"
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Wait up to 5 s for something to accept on 127.0.0.1:$1.
+wait_for_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+# tool LABEL ROUTE-FLAGS ARGS...: one socksloop-bench invocation, appending to $OUT.
+tool() {
+  local label=$1 route=$2
+  shift 2
+  "${CLIENT_CPU[@]}" "$BIN/socksloop-bench" $route --label "$label" --duration "$DURATION" --json "$OUT" "$@"
+}
+
+# start PORT COMMAND...: start a server on CPU 0 (output discarded); its PID in $pid.
+start() {
+  local port=$1
+  shift
+  "${SERVER_CPU[@]}" "$@" >/dev/null 2>&1 &
+  pid=$!
+  wait_for_port "$port"
+}
+
+stop() {
+  kill "$pid"
+  wait "$pid" || true
+}
+
+# serve LABEL COMMAND-WITH-{port}...: the suite for one server.
+serve() {
+  local label=$1
+  shift
+  local port
+  port=$(free_port)
+  start "$port" "${@//\{port\}/$port}"
+  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 1 --direction download
+  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 8 --direction both
+  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload connrate --concurrency 1,64
+  stop
+  for _ in $(seq 1 "$RUNS"); do
+    port=$(free_port)
+    start "$port" "${@//\{port\}/$port}"
+    tool "$label" "--proxy 127.0.0.1:$port" --workload memory --connections 1000 --pid "$pid"
+    stop
+  done
+}
+
+tool direct --direct --runs "$RUNS" --workload throughput --streams 1 --direction download
+tool direct --direct --runs "$RUNS" --workload throughput --streams 8 --direction both
+tool direct --direct --runs "$RUNS" --workload connrate --concurrency 1,64
+
+serve socksloop "$BIN/socksloop" --listen "127.0.0.1:{port}" --log-level warn
+serve threaded "$BIN/examples/threaded_baseline" "127.0.0.1:{port}"
+if command -v microsocks >/dev/null; then
+  serve microsocks microsocks -i 127.0.0.1 -p "{port}"
+else
+  echo "microsocks not installed (apt-get install microsocks): skipped" >&2
+fi
+
+echo "results in $OUT" >&2

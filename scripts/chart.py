@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Chart socksloop-bench JSON lines: servers side by side.
+
+    python3 scripts/chart.py RESULTS.jsonl [docs/bench-chart.svg]
+
+Three panels: throughput and connection rate as bars in percent of `direct` (the loopback
+limit, measured with no proxy); handshake p99 latency; user-space memory per idle relay.
+A case recorded several times for one server (e.g. memory, one fresh server per run) is
+reduced to its median record. Also prints the medians as a Markdown table on stdout.
+Needs matplotlib (`pip install matplotlib`).
+"""
+
+import json
+import sys
+from collections import OrderedDict
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load(path):
+    """{(workload, case): {label: median record}}, cases and labels in first-seen order."""
+    cases = OrderedDict()
+    labels = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            cases.setdefault((r["workload"], r["case"]), OrderedDict()).setdefault(r["label"], []).append(r)
+            if r["label"] not in labels:
+                labels.append(r["label"])
+    for runs in cases.values():
+        for label, records in runs.items():
+            measured = sorted((r for r in records if r["value"] is not None), key=lambda r: r["value"])
+            # The lower median: a real record, like the tool's own median of runs.
+            runs[label] = measured[(len(measured) - 1) // 2] if measured else records[-1]
+    return cases, labels
+
+
+def markdown(cases, labels):
+    """Medians as a table: one row per case, one column per server."""
+    rows = ["| workload | case | " + " | ".join(labels) + " |",
+            "|---|---|" + "---:|" * len(labels)]
+    for (workload, case), runs in cases.items():
+        cells = []
+        for label in labels:
+            r = runs.get(label)
+            if r is None or r["value"] is None:
+                cells.append("n/a")
+                continue
+            cell = f"{r['value']:.1f} {r['unit']}" if r["value"] < 100 else f"{r['value']:.0f} {r['unit']}"
+            if workload == "connrate":
+                cell += f" (p50 {r['handshake_p50_us']:.0f} / p99 {r['handshake_p99_us']:.0f} µs)"
+            cells.append(cell)
+        rows.append(f"| {workload} | {case} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def grouped_bars(ax, groups, labels, values, fmt):
+    """Bars for each group (x) and label (colour); `values[g][l]` may be None (not drawn)."""
+    width = 0.8 / max(len(labels), 1)
+    for i, label in enumerate(labels):
+        xs, ys = [], []
+        for g, group in enumerate(groups):
+            v = values[g].get(label)
+            if v is not None:
+                xs.append(g + (i - (len(labels) - 1) / 2) * width)
+                ys.append(v)
+        bars = ax.bar(xs, ys, width, label=label)
+        for bar, y in zip(bars, ys):
+            ax.annotate(fmt(y), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=7, rotation=90, xytext=(0, 2),
+                        textcoords="offset points")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, fontsize=8)
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    out = sys.argv[2] if len(sys.argv) > 2 else "docs/bench-chart.svg"
+    cases, labels = load(sys.argv[1])
+
+    rate_cases = [k for k in cases if k[0] in ("throughput", "connrate")]
+    lat_cases = [k for k in cases if k[0] == "connrate"]
+    mem_cases = [k for k in cases if k[0] == "memory"]
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [3, 1.5, 1]})
+
+    ax = axes[0]
+    groups, values = [], []
+    for key in rate_cases:
+        runs = cases[key]
+        unit = next(iter(runs.values()))["unit"]
+        direct = runs.get("direct", {}).get("value")
+        groups.append(f"{key[0]}\n{key[1]}\n(direct = {direct:.0f} {unit})" if direct else
+                      f"{key[0]}\n{key[1]}")
+        values.append({l: (100.0 * r["value"] / direct if direct and r["value"] is not None else None)
+                       for l, r in runs.items()})
+    grouped_bars(ax, groups, labels, values, lambda v: f"{v:.0f}%")
+    ax.set_ylabel("% of direct loopback (higher is better)")
+    ax.set_title("Throughput and connection rate")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    groups = [k[1] for k in lat_cases]
+    values = [{l: r.get("handshake_p99_us") for l, r in cases[k].items()} for k in lat_cases]
+    grouped_bars(ax, groups, labels, values, lambda v: f"{v:.0f}")
+    ax.set_yscale("log")
+    ax.set_ylabel("µs (lower is better)")
+    ax.set_title("Handshake latency p99")
+
+    ax = axes[2]
+    groups = [k[1] for k in mem_cases]
+    values = [{l: r["value"] for l, r in cases[k].items()} for k in mem_cases]
+    grouped_bars(ax, groups, labels, values, lambda v: f"{v:.1f}")
+    ax.set_ylabel("KiB per idle relay, VmRSS (lower is better)")
+    ax.set_title("Memory")
+
+    fig.suptitle("socksloop-bench: each server pinned to one core, load on the other")
+    fig.tight_layout()
+    fig.savefig(out)
+    print(markdown(cases, labels))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
