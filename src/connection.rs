@@ -827,6 +827,20 @@ impl Connection {
         if self.to_upstream.is_done() && self.to_client.is_done() {
             return Pass::Close("done");
         }
+        // A source whose reads are paused by backpressure would not see its peer's reset
+        // until the other side drains or the idle timeout fires. A reset arrives as an error
+        // event, which sets the readable flag: ask the socket for its pending error.
+        if !progress {
+            let client_reset = self.to_upstream.has_pending()
+                && self.client_ready.readable
+                && matches!(self.client.take_error(), Ok(Some(_)));
+            let upstream_reset = self.to_client.has_pending()
+                && self.upstream_ready.readable
+                && self.upstream.as_ref().is_some_and(|u| matches!(u.take_error(), Ok(Some(_))));
+            if client_reset || upstream_reset {
+                return Pass::Close("reset");
+            }
+        }
         if progress {
             self.set_deadline(ctx, ctx.config.idle_timeout);
         }

@@ -1,0 +1,543 @@
+//! Faults against the proxy binary: clients that vanish (FIN or RST) in every phase, upstreams
+//! that reset or stop reading, a black-holed connect, and 2,000 fixed-seed garbage payloads.
+//! After each, the proxy must still serve a normal client and its open descriptors
+//! (/proc/PID/fd) must come back to the count it had before the fault.
+//!
+//! The default suite runs all but two (about 10 s of wall time, mostly the garbage test
+//! waiting for handshake timeouts): `CARGO_TARGET_DIR=/work/target-rel cargo test --test it faults`.
+//! The two `*_stalls_frees_the_relay` tests are ignored because they fail on a known bug (a
+//! reset is not noticed on a side whose reads are paused by backpressure); run them with
+//! `CARGO_TARGET_DIR=/work/target-rel cargo test --test it stalls -- --ignored`.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socksloop::protocol::parse_socks4_request;
+use socksloop::protocol::{Method, Parse, Socks4Target, TargetAddr, parse_greeting, parse_request};
+use socksloop::resolver::{NameCheck, check_name};
+
+use crate::reliability::*;
+use crate::support::*;
+
+/// Connections per way of leaving (FIN, RST) in each phase: several, so a leak of one
+/// descriptor per fault shows as a clear difference.
+const REPEAT: usize = 4;
+
+/// A proxy child, an echo target, and the proxy's settled descriptor count.
+fn setup(extra: &[&str]) -> (ProxyProcess, Target<u64>, usize) {
+    let echo = echo_server("127.0.0.1:0");
+    let proxy = ProxyProcess::spawn(extra);
+    let baseline = warm_up_and_count_fds(&proxy, &echo);
+    (proxy, echo, baseline)
+}
+
+/// The common ending: still alive, still serving, and every descriptor given back.
+fn assert_recovered(proxy: &mut ProxyProcess, echo: &Target<u64>, baseline: usize, what: &str) {
+    assert_alive(proxy, what);
+    assert_serves(proxy.addr, echo, what);
+    assert_fds_return(proxy, baseline, what);
+}
+
+#[test]
+fn client_gone_mid_greeting() {
+    let (mut proxy, echo, baseline) = setup(&[]);
+    for how in LEAVES {
+        for _ in 0..REPEAT {
+            let mut stream = tcp_connect(proxy.addr);
+            // Claims three methods, sends one: the proxy is waiting for more.
+            stream.write_all(&[5, 3, 0]).unwrap();
+            leave(stream, how);
+        }
+    }
+    assert_recovered(&mut proxy, &echo, baseline, "clients gone mid-greeting");
+}
+
+#[test]
+fn client_gone_mid_auth() {
+    let dir = std::env::temp_dir().join(format!("socksloop-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let auth_file = dir.join("users");
+    std::fs::write(&auth_file, "user:pw\n").unwrap();
+    let echo = echo_server("127.0.0.1:0");
+    let mut proxy = ProxyProcess::spawn(&["--auth-file", auth_file.to_str().unwrap()]);
+
+    // With auth on, a normal client authenticates first.
+    let serve = |proxy: SocketAddr| {
+        let mut stream = tcp_connect(proxy);
+        stream.write_all(&[5, 1, 2]).unwrap();
+        let mut answer = [0u8; 2];
+        stream.read_exact(&mut answer).unwrap();
+        assert_eq!(answer, [5, 2], "username/password chosen");
+        stream.write_all(&[1, 4, b'u', b's', b'e', b'r', 2, b'p', b'w']).unwrap();
+        stream.read_exact(&mut answer).unwrap();
+        assert_eq!(answer, [1, 0], "authenticated");
+        stream.write_all(&request_bytes(CMD_CONNECT, &Dest::Ip(echo.addr))).unwrap();
+        assert_eq!(read_reply(&mut stream).unwrap().code, REP_OK);
+        assert_echo(&mut stream, b"authenticated echo");
+    };
+    serve(proxy.addr);
+    let baseline = stable_fd_count(proxy.pid());
+
+    for how in LEAVES {
+        for _ in 0..REPEAT {
+            let mut stream = tcp_connect(proxy.addr);
+            stream.write_all(&[5, 1, 2]).unwrap();
+            let mut answer = [0u8; 2];
+            stream.read_exact(&mut answer).unwrap();
+            assert_eq!(answer, [5, 2]);
+            // Half an RFC 1929 request: the user name is cut short.
+            stream.write_all(&[1, 4, b'u', b's']).unwrap();
+            leave(stream, how);
+        }
+    }
+    assert_alive(&mut proxy, "clients gone mid-auth");
+    serve(proxy.addr);
+    assert_fds_return(&proxy, baseline, "clients gone mid-auth");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn client_gone_while_resolving() {
+    // A lookup of `localhost` is quick, so "while resolving" means: gone right after the
+    // request, before the answer can have been used. The late answer must find nothing.
+    let (mut proxy, echo, baseline) = setup(&[]);
+    for how in LEAVES {
+        for _ in 0..REPEAT {
+            let mut stream = tcp_connect(proxy.addr);
+            let mut bytes = greeting_bytes();
+            bytes.extend(request_bytes(CMD_CONNECT, &Dest::Domain("localhost".into(), echo.addr.port())));
+            stream.write_all(&bytes).unwrap();
+            leave(stream, how);
+        }
+    }
+    assert_recovered(&mut proxy, &echo, baseline, "clients gone while resolving");
+}
+
+#[test]
+fn client_gone_while_connecting() {
+    // The connect to the black hole never completes; the client leaves mid-attempt. The
+    // proxy cannot tell a FIN here from "request + early data + half-close", so it may keep
+    // the attempt until the connect timeout; everything must be released by then.
+    let (_hole, _fillers, hole) = black_hole();
+    let (mut proxy, echo, baseline) = setup(&["--connect-timeout", "1.5"]);
+    for how in LEAVES {
+        let clients: Vec<TcpStream> = (0..REPEAT)
+            .map(|_| {
+                let mut stream = tcp_connect(proxy.addr);
+                greet(&mut stream);
+                stream.write_all(&request_bytes(CMD_CONNECT, &Dest::Ip(hole))).unwrap();
+                stream
+            })
+            .collect();
+        // Let the connects start (the proxy answers nothing while SYNs go unanswered).
+        thread::sleep(Duration::from_millis(200));
+        for stream in clients {
+            leave(stream, how);
+        }
+    }
+    let gone = Instant::now();
+    assert_recovered(&mut proxy, &echo, baseline, "clients gone while connecting");
+    eprintln!("descriptors back {:?} after the clients left mid-connect", gone.elapsed());
+}
+
+#[test]
+fn client_gone_mid_relay() {
+    let (mut proxy, echo, baseline) = setup(&[]);
+    for how in LEAVES {
+        for i in 0..REPEAT {
+            let (mut stream, _) = socks_connect(proxy.addr, echo.addr);
+            assert_echo(&mut stream, b"relay up");
+            // Leave with bytes in flight both ways: some echoed back unread, some not yet sent.
+            stream.write_all(&DataGen::bytes(i as u64, 256 * 1024)).unwrap();
+            leave(stream, how);
+        }
+    }
+    assert_recovered(&mut proxy, &echo, baseline, "clients gone mid-relay");
+}
+
+#[test]
+fn upstream_reset_mid_transfer_ends_the_client() {
+    const SEED: u64 = 0x7e5e7;
+    const SENT: usize = MIB;
+    // Downloading: the target sends 1 MiB, then resets (SO_LINGER 0 + close). It waits for a
+    // byte from the client first: a reset before the proxy has seen the connect complete
+    // would (rightly) fail the CONNECT with 01 instead of testing a reset mid-transfer.
+    let resetting = Target::start("127.0.0.1:0", |mut stream, _| {
+        let mut go = [0u8; 1];
+        if stream.read_exact(&mut go).is_err() {
+            return;
+        }
+        let _ = write_stream(&mut stream, SEED, SENT);
+        leave(stream, Leave::Reset);
+    });
+    // Uploading: the target reads a little of what the client pushes, then resets.
+    let reading_then_resetting = Target::start("127.0.0.1:0", |mut stream, _| {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while got < 256 * 1024 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        leave(stream, Leave::Reset);
+    });
+    let (mut proxy, echo, baseline) = setup(&[]);
+
+    for _ in 0..REPEAT {
+        let (mut client, _) = socks_connect(proxy.addr, resetting.addr);
+        client.write_all(b"g").unwrap();
+        // The end must come as EOF or a reset well before the 10 s read timeout, and what
+        // arrived before it must be the start of the stream.
+        let mut verifier = Verifier::new(SEED);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => verifier.check(&buf[..n]).unwrap(),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) => {
+                    panic!("client hangs after the upstream reset ({} bytes read): {e}", verifier.offset)
+                }
+            }
+        }
+        assert!(verifier.offset <= SENT as u64);
+    }
+
+    for _ in 0..REPEAT {
+        let (mut client, _) = socks_connect(proxy.addr, reading_then_resetting.addr);
+        // Push until the proxy gives up on us: a write error (EPIPE/ECONNRESET), never a
+        // write stuck for the whole timeout. Bounded: 64 MiB at most.
+        let chunk = DataGen::bytes(1, 64 * 1024);
+        let mut pushed = 0usize;
+        let ended = loop {
+            if pushed >= 64 * MIB {
+                break false;
+            }
+            match client.write(&chunk) {
+                Ok(n) => pushed += n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    panic!("write blocked for 10 s after the upstream reset ({pushed} bytes pushed)")
+                }
+                Err(_) => break true,
+            }
+        };
+        assert!(ended, "the proxy kept taking data after its upstream reset ({pushed} bytes)");
+    }
+    assert_recovered(&mut proxy, &echo, baseline, "upstream resets");
+}
+
+#[test]
+fn upstream_that_never_reads_pushes_back_on_the_client() {
+    const WRITE_LIMIT: usize = 64 * MIB;
+    const RSS_LIMIT: u64 = 40 * MIB as u64;
+    // Accepts, never reads, holds the connection until released (at most 30 s).
+    let release = Arc::new(AtomicBool::new(false));
+    let held = {
+        let release = Arc::clone(&release);
+        Target::start("127.0.0.1:0", move |stream, _| {
+            let start = Instant::now();
+            while !release.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            drop(stream);
+        })
+    };
+    let (mut proxy, echo, baseline) = setup(&[]);
+    let rss_start = proxy.rss_bytes();
+
+    let (mut client, _) = socks_connect(proxy.addr, held.addr);
+    // Once every buffer on the way is full, a write blocks: with a 500 ms write timeout that
+    // shows as WouldBlock/TimedOut, and the bytes accepted until then are what the path holds.
+    client.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let chunk = DataGen::bytes(2, 64 * 1024);
+    let mut written = 0usize;
+    let mut rss_peak = rss_start;
+    let blocked = loop {
+        if written >= WRITE_LIMIT {
+            break false;
+        }
+        match client.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break true,
+            Err(e) => panic!("write failed after {written} bytes: {e}"),
+        }
+        if (written / chunk.len()).is_multiple_of(16) {
+            rss_peak = rss_peak.max(proxy.rss_bytes());
+        }
+    };
+    // Still blocked a moment later: the proxy is not draining the client into memory.
+    thread::sleep(Duration::from_millis(300));
+    let again = client.write(&chunk);
+    rss_peak = rss_peak.max(proxy.rss_bytes());
+    eprintln!(
+        "never-reading upstream: client wrote {} KiB before blocking; proxy RSS {} KiB -> peak {} KiB",
+        written / 1024,
+        rss_start / 1024,
+        rss_peak / 1024
+    );
+    assert!(blocked, "the client wrote {WRITE_LIMIT} bytes without ever blocking: no backpressure");
+    assert!(
+        matches!(&again, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
+        "a write after the stall should still block: {again:?}"
+    );
+    assert!(rss_peak < RSS_LIMIT, "proxy RSS peaked at {} KiB", rss_peak / 1024);
+
+    // Released, the target closes with unread data (a reset): the client learns of it.
+    release.store(true, Ordering::SeqCst);
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let _ = client.shutdown(Shutdown::Write);
+    read_to_close(&mut client).expect("the client sees the end after the upstream goes");
+    drop(client);
+    assert_recovered(&mut proxy, &echo, baseline, "a never-reading upstream");
+}
+
+/// A target that accepts and holds the connection without reading until `release` is set
+/// (at most 30 s). If `push` is set it first writes until its writes block (2 s timeout)
+/// and then resets instead of closing.
+fn stalling_target(release: &Arc<AtomicBool>, push: bool) -> Target<()> {
+    let release = Arc::clone(release);
+    Target::start("127.0.0.1:0", move |mut stream, _| {
+        if push {
+            stream.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            let chunk = DataGen::bytes(3, 64 * 1024);
+            let mut pushed = 0;
+            while pushed < 256 * MIB {
+                match stream.write(&chunk) {
+                    Ok(n) => pushed += n,
+                    Err(_) => break,
+                }
+            }
+            leave(stream, Leave::Reset);
+            return;
+        }
+        let start = Instant::now();
+        while !release.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        drop(stream);
+    })
+}
+
+#[test]
+fn client_reset_while_upstream_stalls_frees_the_relay() {
+    // The client pushes until the never-reading upstream stops it, then resets. Its bytes
+    // can never be delivered now; the relay must be torn down at once, not held until the
+    // idle timeout (60 s here, 300 s by default) or until the upstream reads.
+    let release = Arc::new(AtomicBool::new(false));
+    let held = stalling_target(&release, false);
+    let (mut proxy, echo, baseline) = setup(&["--idle-timeout", "60"]);
+    let (mut client, _) = socks_connect(proxy.addr, held.addr);
+    client.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let chunk = DataGen::bytes(2, 64 * 1024);
+    let mut written = 0usize;
+    while written < 64 * MIB {
+        match client.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    leave(client, Leave::Reset);
+    let result = wait_for_fds(proxy.pid(), baseline, SETTLE);
+    release.store(true, Ordering::SeqCst);
+    assert!(result.is_ok(), "client reset while the upstream stalls: relay still held ({result:?})");
+    assert_recovered(&mut proxy, &echo, baseline, "client reset while the upstream stalls");
+}
+
+#[test]
+fn upstream_reset_while_client_stalls_frees_the_relay() {
+    // The mirror image: the client never reads, the target pushes until it blocks, then
+    // resets. The proxy must drop the relay (and the client) instead of holding both.
+    let release = Arc::new(AtomicBool::new(false));
+    let pushing = stalling_target(&release, true);
+    let (mut proxy, echo, baseline) = setup(&["--idle-timeout", "60"]);
+    let (client, _) = socks_connect(proxy.addr, pushing.addr);
+    // The target resets once its writes have blocked for 2 s; give it that, then the settle time.
+    thread::sleep(Duration::from_secs(2));
+    let result = wait_for_fds(proxy.pid(), baseline, SETTLE + Duration::from_secs(2));
+    drop(client);
+    assert!(result.is_ok(), "upstream reset while the client stalls: relay still held ({result:?})");
+    assert_recovered(&mut proxy, &echo, baseline, "upstream reset while the client stalls");
+}
+
+#[test]
+fn black_holed_connect_gets_06_at_the_connect_timeout() {
+    let (_hole, _fillers, hole) = black_hole();
+    let (mut proxy, echo, baseline) = setup(&["--connect-timeout", "1"]);
+    for _ in 0..2 {
+        let start = Instant::now();
+        let (mut stream, reply) = socks_request(proxy.addr, CMD_CONNECT, &Dest::Ip(hole));
+        let waited = start.elapsed();
+        assert_eq!(reply.code, REP_TTL_EXPIRED, "{reply:?}");
+        // Not a speed check: an answer long before the timeout would be a different bug.
+        assert!(waited >= Duration::from_millis(800), "06 after only {waited:?}");
+        expect_closed(&mut stream, "after connect timeout");
+    }
+    assert_recovered(&mut proxy, &echo, baseline, "black-holed connects");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Garbage
+
+/// xorshift64*: a small fixed-seed generator for payloads.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Whether the proxy would send `payload`'s host name to the resolver (a DNS query that
+/// could leave the machine). Such payloads are regenerated: the tests resolve only
+/// `localhost`. The check uses the proxy's own pure codec, as the proxy does.
+fn would_look_up(payload: &[u8]) -> bool {
+    let needs_lookup = |host: &str| check_name(host) == NameCheck::Lookup;
+    match payload.first() {
+        Some(5) => match parse_greeting(payload) {
+            Parse::Complete(greeting, used) if greeting.offers(Method::NO_AUTH) => {
+                match parse_request(&payload[used..]) {
+                    Parse::Complete(request, _) => {
+                        matches!(&request.target, TargetAddr::Domain(host, _) if needs_lookup(host))
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        },
+        Some(4) => match parse_socks4_request(payload) {
+            Parse::Complete(request, _) => {
+                matches!(&request.target, Socks4Target::Domain(host) if needs_lookup(host))
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Payload `i` of the fixed-seed set: random bytes, random length 0..600; a quarter start
+/// with 5, a quarter with 4, a quarter are a valid greeting followed by a request whose
+/// command byte is 1, 2 or 3 (and whose ATYP is usually a real one), the rest anything.
+fn garbage(rng: &mut Rng, i: usize) -> Vec<u8> {
+    for _ in 0..100 {
+        let len = rng.below(600) as usize;
+        let mut payload = rng.bytes(len);
+        match i % 4 {
+            1 if len > 0 => payload[0] = 5,
+            2 if len > 0 => payload[0] = 4,
+            3 => {
+                let mut request =
+                    vec![5, 1, 0, 5, 1 + rng.below(3) as u8, 0, [1, 3, 4, 0][rng.below(4) as usize]];
+                request.extend_from_slice(&payload[..len.min(300)]);
+                payload = request;
+            }
+            _ => {}
+        }
+        if !would_look_up(&payload) {
+            return payload;
+        }
+    }
+    Vec::new()
+}
+
+/// How a garbage connection ended.
+#[derive(Debug, Default)]
+struct Endings {
+    eof: usize,
+    reset: usize,
+    with_bytes: usize,
+}
+
+#[test]
+fn garbage_never_crashes_and_every_connection_ends() {
+    const COUNT: usize = 2000;
+    const BATCH: usize = 250;
+    // handshake 1 s; a parseable request also gets connect 1 s, and if it happens to name a
+    // live loopback port, idle 1 s. Only loopback destinations are allowed, so no payload
+    // can make the proxy reach another machine.
+    let (mut proxy, echo, baseline) = setup(&[
+        "--handshake-timeout",
+        "1",
+        "--connect-timeout",
+        "1",
+        "--idle-timeout",
+        "1",
+        "--allow-dest",
+        "127.0.0.0/8",
+        "--allow-dest",
+        "::1/128",
+    ]);
+    // The test opens BATCH sockets at once; lift its own soft limit.
+    let _ = socksloop::limits::raise_nofile_limit();
+    let mut rng = Rng(0x5eed_0f9a_4ba6_e5c1);
+    let payloads: Vec<Vec<u8>> = (0..COUNT).map(|i| garbage(&mut rng, i)).collect();
+    let mut endings = Endings::default();
+    let started = Instant::now();
+
+    for (batch_no, batch) in payloads.chunks(BATCH).enumerate() {
+        // All of a batch go out at once, then each is read to its end; they all wait on the
+        // same timeouts, so a batch takes about one handshake timeout.
+        let opened = Instant::now();
+        let mut streams: Vec<TcpStream> = batch
+            .iter()
+            .map(|payload| {
+                let mut stream = tcp_connect(proxy.addr);
+                write_ignoring_errors(&mut stream, payload);
+                stream
+            })
+            .collect();
+        // handshake + connect + idle (3 s) is the longest a payload can keep a connection;
+        // the rest is slack for a loaded machine.
+        let limit = opened + Duration::from_secs(8);
+        for (j, stream) in streams.iter_mut().enumerate() {
+            let index = batch_no * BATCH + j;
+            let mut got = 0usize;
+            let mut buf = [0u8; 1024];
+            loop {
+                let left = limit.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+                stream.set_read_timeout(Some(left)).unwrap();
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        endings.eof += 1;
+                        break;
+                    }
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        endings.reset += 1;
+                        break;
+                    }
+                    Err(e) => panic!(
+                        "garbage payload {index} ({} bytes, starts {:02x?}): connection did not end: {e}",
+                        batch[j].len(),
+                        &batch[j][..batch[j].len().min(16)]
+                    ),
+                }
+            }
+            if got > 0 {
+                endings.with_bytes += 1;
+            }
+        }
+        drop(streams);
+        assert_alive(&mut proxy, &format!("garbage batch {batch_no}"));
+    }
+    eprintln!("garbage: {COUNT} payloads in {:?}: {endings:?}", started.elapsed());
+    assert_eq!(endings.eof + endings.reset, COUNT);
+    assert_recovered(&mut proxy, &echo, baseline, "garbage");
+}
