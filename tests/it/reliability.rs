@@ -10,7 +10,6 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -111,46 +110,16 @@ pub fn nofile_limits(pid: i32) -> (String, String) {
 /// limit to the hard one, so only a lower hard limit constrains it). The shell `exec`s the
 /// binary, so the child's PID is the proxy's.
 pub fn spawn_proxy_with_nofile(nofile: u64, extra: &[&str]) -> ProxyProcess {
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         // `ulimit -n` without -S/-H sets both limits; "$0" is the limit, "$@" the command.
         .arg("ulimit -n \"$0\" && exec \"$@\"")
         .arg(nofile.to_string())
         .arg(env!("CARGO_BIN_EXE_socksloop"))
         .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sh -c 'ulimit -n N && exec socksloop'");
-    let stderr = child.stderr.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    {
-        // Drain stderr continuously: a full pipe would block the proxy's logging.
-        let lines = Arc::clone(&lines);
-        thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = listening_addr(&line)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(addr) => ProxyProcess { child, addr, stderr: lines },
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no 'listening on' line from the limited proxy; stderr: {:?}", lines.lock().unwrap());
-        }
-    }
+        .args(extra);
+    ProxyProcess::from_command(command)
 }
 
 /// The proxy process is still running (it has not crashed or exited).

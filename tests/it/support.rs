@@ -72,9 +72,15 @@ impl ProxyProcess {
     /// Spawn the binary with `--listen 127.0.0.1:0` plus `extra` and wait for its
     /// "listening on" line to learn the port.
     pub fn spawn(extra: &[&str]) -> ProxyProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_socksloop"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_socksloop"));
+        command.args(["--listen", "127.0.0.1:0"]).args(extra);
+        ProxyProcess::from_command(command)
+    }
+
+    /// Spawn `command` (which must end up exec'ing the proxy, so the child's PID is the
+    /// proxy's) and wait for its "listening on" line to learn the port.
+    pub fn from_command(mut command: Command) -> ProxyProcess {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
