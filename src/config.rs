@@ -46,6 +46,19 @@ pub struct Config {
     pub socks4: bool,
     /// Accept SOCKS4 even when authentication is required (SOCKS4 has no passwords).
     pub socks4_without_auth: bool,
+    /// How relayed bytes move between the two sockets.
+    pub relay_mode: RelayMode,
+}
+
+/// How a relay moves bytes (`--relay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayMode {
+    /// `read` into the loop's scratch buffer, `write` out: portable, the default.
+    #[default]
+    Copy,
+    /// Linux only: `splice(2)` through a kernel pipe borrowed from the loop's pool; the bytes
+    /// never enter user space (`src/splice.rs`). Treated as `Copy` on other systems.
+    Splice,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -69,6 +82,7 @@ impl Default for Config {
             udp_advertise: None,
             socks4: true,
             socks4_without_auth: false,
+            relay_mode: RelayMode::default(),
         }
     }
 }
@@ -114,6 +128,9 @@ OPTIONS:
     --shutdown-grace SECS       On SIGINT/SIGTERM, stop accepting and let open connections
                                 finish for this long; a second signal stops at once.
                                 0 stops at once [default: 10]
+    --relay copy|splice         How relayed bytes move: copy (read/write through a buffer)
+                                or splice (Linux only: splice(2) through kernel pipes,
+                                borrowed only while bytes wait) [default: copy]
 
 AUTHENTICATION AND ACCESS:
     --auth-file PATH            Require RFC 1929 username/password; one user:password per
@@ -202,6 +219,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
         s.parse::<IpAddr>()
             .map_err(|_| format!("invalid value '{s}' for --udp-advertise: expected an IP address"))
     })?;
+    if let Some(mode) = take(&mut args, "--relay", parse_relay_mode)? {
+        config.relay_mode = mode;
+    }
     config.socks4 = !args.contains("--no-socks4");
     config.socks4_without_auth = args.contains("--socks4-without-auth");
 
@@ -270,6 +290,17 @@ fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
         "debug" => Ok(log::LevelFilter::Debug),
         "trace" => Ok(log::LevelFilter::Trace),
         _ => Err(format!("invalid value '{s}' for --log-level: expected error, warn, info, debug or trace")),
+    }
+}
+
+fn parse_relay_mode(s: &str) -> Result<RelayMode, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "copy" => Ok(RelayMode::Copy),
+        "splice" if cfg!(target_os = "linux") => Ok(RelayMode::Splice),
+        "splice" => {
+            Err("invalid value 'splice' for --relay: splice(2) is only available on Linux; use copy".into())
+        }
+        _ => Err(format!("invalid value '{s}' for --relay: expected copy or splice")),
     }
 }
 
@@ -381,6 +412,20 @@ mod tests {
         ] {
             let err = parse(args).expect_err("should fail");
             assert!(err.0.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn relay_mode() {
+        assert_eq!(config(&[]).relay_mode, RelayMode::default());
+        assert_eq!(config(&["--relay", "copy"]).relay_mode, RelayMode::Copy);
+        let err = parse(&["--relay", "zerocopy"]).expect_err("unknown mode");
+        assert!(err.0.contains("--relay") && err.0.contains("copy or splice"), "{err}");
+        if cfg!(target_os = "linux") {
+            assert_eq!(config(&["--relay=splice"]).relay_mode, RelayMode::Splice);
+        } else {
+            let err = parse(&["--relay", "splice"]).expect_err("Linux only");
+            assert!(err.0.contains("only available on Linux"), "{err}");
         }
     }
 

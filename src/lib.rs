@@ -17,9 +17,11 @@ pub mod relay;
 pub mod resolver;
 pub mod server;
 pub mod sockio;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod timer;
 pub mod token;
 pub mod udp_relay;
 
-pub use config::Config;
+pub use config::{Config, RelayMode};
 pub use server::{Server, StartError, Stopper};

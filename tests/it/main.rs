@@ -15,6 +15,7 @@ mod protocol_ext;
 mod reliability;
 mod scale;
 mod soak;
+mod splice;
 mod support;
 mod timeouts;
 mod transfer;
