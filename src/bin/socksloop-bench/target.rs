@@ -266,13 +266,18 @@ impl Conn {
                     Err(_) => return false,
                 }
             }
-            if self.eof && self.out_sent == self.out.len() {
+            if self.eof && self.out_sent == self.out.len() && !self.finite_download_left() {
                 return false; // all said; closing sends our FIN
             }
             if !progress {
                 return true;
             }
         }
+    }
+
+    /// A finite download still has bytes to send (it outlives the client's FIN).
+    fn finite_download_left(&self) -> bool {
+        self.job.is_some_and(|job| job.mode.downloads() && job.len != u64::MAX && !self.shut)
     }
 
     fn wants_read(&self) -> bool {
@@ -347,7 +352,10 @@ impl Conn {
         self.out.clear();
         self.out_sent = 0;
         let (Some(job), Some(pattern)) = (self.job, &self.pattern) else { return Ok(moved) };
-        if !job.mode.downloads() || self.eof || self.shut {
+        // The client's FIN ends an open-ended download (`u64::MAX`); a finite one is sent in
+        // full even after the client has half-closed its upload.
+        let stop_at_eof = job.len == u64::MAX;
+        if !job.mode.downloads() || (self.eof && stop_at_eof) || self.shut {
             return Ok(moved);
         }
         if self.sent == job.len {
