@@ -202,11 +202,6 @@ impl Connection {
         }
     }
 
-    /// The client socket, for registration with the poll.
-    pub fn client_mut(&mut self) -> &mut TcpStream {
-        &mut self.client
-    }
-
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }
