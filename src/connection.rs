@@ -20,7 +20,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
 use crate::auth::CredentialStore;
@@ -34,6 +33,7 @@ use crate::protocol::{
 };
 use crate::relay::{self, Pipe};
 use crate::resolver::{self, Lookup, NameCheck, Resolver};
+use crate::socket::Socket;
 use crate::sockio::{self, Io, Readiness};
 use crate::timer::{Deadline, Timers};
 use crate::token::{self, Side};
@@ -151,14 +151,17 @@ enum Dialect {
 }
 
 /// A client connection and, once connected, its upstream.
-pub struct Connection {
+///
+/// Generic over the stream type so the state machine can run without sockets (the fuzz
+/// target); the event loop uses mio's `TcpStream`.
+pub struct Connection<S: Socket = mio::net::TcpStream> {
     /// Unique per worker; tells a reused slab key from the connection that had it before.
     pub generation: u64,
     pub deadline: Deadline,
-    client: TcpStream,
+    client: S,
     client_addr: SocketAddr,
     client_ready: Readiness,
-    upstream: Option<TcpStream>,
+    upstream: Option<S>,
     upstream_ready: Readiness,
     /// Readiness of the auxiliary socket (a BIND listener or UDP client-side socket).
     aux_ready: Readiness,
@@ -176,10 +179,10 @@ pub struct Connection {
     control_bytes: u8,
 }
 
-impl Connection {
+impl<S: Socket> Connection<S> {
     /// A freshly accepted client. Both readiness flags start set: the greeting has often
     /// arrived with the connection, and a failed optimistic read costs one syscall.
-    pub fn new(client: TcpStream, client_addr: SocketAddr, generation: u64, now: Instant) -> Connection {
+    pub fn new(client: S, client_addr: SocketAddr, generation: u64, now: Instant) -> Connection<S> {
         Connection {
             generation,
             deadline: Deadline::new(now),
@@ -211,6 +214,23 @@ impl Connection {
         if !self.is_closed() {
             self.set_phase(Phase::Closed);
         }
+    }
+
+    /// Mark one of this connection's sockets ready without a mio event (for drivers that run
+    /// the state machine without sockets, such as the fuzz target).
+    pub fn hint_ready(&mut self, side: Side, ready: Readiness) {
+        let flags = match side {
+            Side::Client => &mut self.client_ready,
+            Side::Upstream => &mut self.upstream_ready,
+            Side::Aux => &mut self.aux_ready,
+        };
+        flags.readable |= ready.readable;
+        flags.writable |= ready.writable;
+    }
+
+    /// Heap bytes the relay pipes hold right now (for bounds checks in tests and fuzzing).
+    pub fn buffered_bytes(&self) -> usize {
+        self.to_upstream.buffered_capacity() + self.to_client.buffered_capacity()
     }
 
     /// Record a readiness event for one of this connection's sockets.
@@ -554,6 +574,9 @@ impl Connection {
         log::debug!("conn {}: {:?} {}", self.generation, command, target);
         self.target = Some(target.clone());
         self.set_deadline(ctx, ctx.config.connect_timeout);
+        if command != Command::Connect && !S::supports_listeners() {
+            return self.reject(ctx, Reply::CommandNotSupported);
+        }
         if command == Command::UdpAssociate {
             return self.begin_udp(ctx, target);
         }
@@ -608,7 +631,7 @@ impl Connection {
             return Pass::Wait;
         }
         let (mut stream, peer) = match wait.accept_expected() {
-            Ok(Some(accepted)) => accepted,
+            Ok(Some((stream, peer))) => (S::from_accepted(stream), peer),
             Ok(None) => {
                 self.aux_ready.readable = false;
                 return Pass::Wait;
@@ -619,7 +642,6 @@ impl Connection {
                 return Pass::Next;
             }
         };
-        let _ = stream.set_nodelay(true);
         let token = token::conn(ctx.key, Side::Upstream);
         if let Err(e) = ctx.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             log::warn!("conn {}: cannot register BIND peer: {e}", self.generation);
@@ -745,7 +767,7 @@ impl Connection {
             if !self.upstream_ready.writable && !self.upstream_ready.readable {
                 return Pass::Wait;
             }
-            match connect::progress(upstream) {
+            match upstream.connect_progress() {
                 Progress::Pending => {
                     self.upstream_ready = Readiness::default();
                     return Pass::Wait;
@@ -768,7 +790,7 @@ impl Connection {
         let Phase::Connecting { addrs, next, last_error } = &mut self.phase else { return Pass::Next };
         while let Some(&addr) = addrs.get(*next) {
             *next += 1;
-            let attempt = connect::start(addr, ctx.config.bind_out).and_then(|mut stream| {
+            let attempt = S::connect(addr, ctx.config.bind_out).and_then(|mut stream| {
                 let token = token::conn(ctx.key, Side::Upstream);
                 ctx.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
                 Ok(stream)
@@ -927,7 +949,7 @@ impl Connection {
         }
         if !self.to_client.shut {
             self.to_client.shut = true;
-            if self.client.shutdown(std::net::Shutdown::Write).is_err() {
+            if self.client.shutdown_write().is_err() {
                 return Pass::Close("rejected");
             }
         }

@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod relay;
 pub mod resolver;
 pub mod server;
+pub mod socket;
 pub mod sockio;
 #[cfg(target_os = "linux")]
 pub mod splice;

@@ -37,6 +37,8 @@ pub struct Answer {
 pub struct Resolver {
     lookups: Sender<Lookup>,
     answers: Receiver<Answer>,
+    /// Only for [`Resolver::detached`]: keeps its queue open with nobody serving it.
+    _unserved: Option<Receiver<Lookup>>,
 }
 
 impl Resolver {
@@ -53,7 +55,16 @@ impl Resolver {
                 .name(format!("resolver-{i}"))
                 .spawn(move || resolve_until_closed(&queue, &answers, &waker))?;
         }
-        Ok(Resolver { lookups: lookup_tx, answers: answer_rx })
+        Ok(Resolver { lookups: lookup_tx, answers: answer_rx, _unserved: None })
+    }
+
+    /// A resolver with no threads: lookups are accepted and never answered, and no DNS query
+    /// is ever made. For drivers that deliver answers themselves (the `connection` fuzz target
+    /// calls `Connection::on_resolved` with invented addresses).
+    pub fn detached() -> Resolver {
+        let (lookups, unserved) = mpsc::channel::<Lookup>();
+        let (_, answers) = mpsc::channel::<Answer>();
+        Resolver { lookups, answers, _unserved: Some(unserved) }
     }
 
     /// Queue a lookup; the answer arrives later through [`Resolver::try_answer`].
