@@ -188,7 +188,7 @@ impl<S: Socket> Connection<S> {
             deadline: Deadline::new(now),
             client,
             client_addr,
-            client_ready: Readiness { readable: true, writable: true },
+            client_ready: Readiness::BOTH,
             upstream: None,
             upstream_ready: Readiness::default(),
             aux_ready: Readiness::default(),
@@ -226,6 +226,7 @@ impl<S: Socket> Connection<S> {
         };
         flags.readable |= ready.readable;
         flags.writable |= ready.writable;
+        flags.peer_closed |= ready.peer_closed;
     }
 
     /// Heap bytes the relay pipes hold right now (for bounds checks in tests and fuzzing).
@@ -651,7 +652,7 @@ impl<S: Socket> Connection<S> {
         log::debug!("conn {}: BIND peer {peer} connected", self.generation);
         // The second reply names the peer (RFC 1928 §4); then the listener is closed.
         self.upstream = Some(stream);
-        self.upstream_ready = Readiness { readable: true, writable: true };
+        self.upstream_ready = Readiness::BOTH;
         self.reply_success(Some(peer));
         self.set_deadline(ctx, ctx.config.idle_timeout);
         self.set_phase(Phase::Relaying);
@@ -686,8 +687,8 @@ impl<S: Socket> Connection<S> {
             addr.set_ip(ip);
         }
         self.reply_success(advertised);
-        self.aux_ready = Readiness { readable: true, writable: true };
-        self.upstream_ready = Readiness { readable: true, writable: true };
+        self.aux_ready = Readiness::BOTH;
+        self.upstream_ready = Readiness::BOTH;
         self.set_deadline(ctx, ctx.config.idle_timeout);
         self.set_phase(Phase::UdpAssociated(Box::new(udp)));
     }

@@ -131,7 +131,16 @@ pub fn pump<S: Stream, D: Stream>(
         }
         let want = scratch.len().min(*budget);
         let n = match sockio::read(src, &mut scratch[..want]) {
-            Io::Done(n) => n,
+            Io::Done(n) => {
+                // A short read emptied the receive queue. On Linux every later arrival raises
+                // a new edge, so the read that would only answer WouldBlock is skipped (nginx
+                // does the same), saving a syscall per chunk. Not when the peer's FIN or an
+                // error was already reported: nothing will raise an edge for those again.
+                if cfg!(target_os = "linux") && n < want && !src_ready.peer_closed {
+                    src_ready.readable = false;
+                }
+                n
+            }
             Io::WouldBlock => {
                 src_ready.readable = false;
                 return Ok(progress);
@@ -214,7 +223,7 @@ mod tests {
     }
 
     fn ready() -> Readiness {
-        Readiness { readable: true, writable: true }
+        Readiness::BOTH
     }
 
     #[test]
@@ -249,7 +258,8 @@ mod tests {
         let mut src =
             Fake { input: b"hello".to_vec(), read_chunk: 2, input_closed: true, ..Default::default() };
         let mut dst = Fake { write_room: 3, ..Default::default() };
-        let (mut sr, mut dr) = (ready(), ready());
+        // The FIN has been reported (as it would be with the data, by epoll's RDHUP).
+        let (mut sr, mut dr) = (Readiness { peer_closed: true, ..ready() }, ready());
         let mut pipe = Pipe::default();
         let mut scratch = [0u8; 16];
         let mut budget = usize::MAX;

@@ -53,11 +53,21 @@ pub fn write(socket: &mut impl Write, buf: &[u8]) -> Io {
 pub struct Readiness {
     pub readable: bool,
     pub writable: bool,
+    /// The peer's FIN or an error has been reported. Sticky: after it, a short read no
+    /// longer means "drained until the next edge" (there will be no next edge).
+    pub peer_closed: bool,
 }
 
 impl Readiness {
+    pub const BOTH: Readiness = Readiness { readable: true, writable: true, peer_closed: false };
+    pub const READABLE: Readiness = Readiness { readable: true, writable: false, peer_closed: false };
+    pub const WRITABLE: Readiness = Readiness { readable: false, writable: true, peer_closed: false };
+
     /// Record an event. Errors and hang-ups count as both: they are found by doing I/O.
     pub fn record(&mut self, event: &mio::event::Event) {
+        if event.is_read_closed() || event.is_error() {
+            self.peer_closed = true;
+        }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.readable = true;
         }

@@ -387,7 +387,7 @@ mod tests {
     }
 
     fn ready() -> Readiness {
-        Readiness { readable: true, writable: true }
+        Readiness::BOTH
     }
 
     /// A relay direction under test: src (fed by src_peer) → dst (read by dst_peer).

@@ -261,22 +261,22 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 let len = usize::from(input.byte().unwrap_or(0));
                 fill(&client_script, input.bytes(len));
-                conn.hint_ready(Side::Client, Readiness { readable: true, writable: false });
+                conn.hint_ready(Side::Client, Readiness::READABLE);
                 conn.drive(&mut ctx)
             }
             1 => {
                 client_script.borrow_mut().closed = true;
-                conn.hint_ready(Side::Client, Readiness { readable: true, writable: false });
+                conn.hint_ready(Side::Client, Readiness { peer_closed: true, ..Readiness::READABLE });
                 conn.drive(&mut ctx)
             }
             2 => {
                 client_script.borrow_mut().reset = true;
-                conn.hint_ready(Side::Client, Readiness { readable: true, writable: true });
+                conn.hint_ready(Side::Client, Readiness { peer_closed: true, ..Readiness::BOTH });
                 conn.drive(&mut ctx)
             }
             3 => {
                 client_script.borrow_mut().room += usize::from(input.byte().unwrap_or(0)) * 256;
-                conn.hint_ready(Side::Client, Readiness { readable: false, writable: true });
+                conn.hint_ready(Side::Client, Readiness::WRITABLE);
                 conn.drive(&mut ctx)
             }
             4..=8 => {
@@ -296,7 +296,8 @@ fuzz_target!(|data: &[u8]| {
                             }
                         }
                     }
-                    conn.hint_ready(Side::Upstream, Readiness { readable: true, writable: true });
+                    let peer_closed = matches!(op % 13, 5 | 6);
+                    conn.hint_ready(Side::Upstream, Readiness { peer_closed, ..Readiness::BOTH });
                 }
                 conn.drive(&mut ctx)
             }
