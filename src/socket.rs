@@ -12,9 +12,19 @@ use mio::net::TcpStream;
 use crate::connect::{self, Progress};
 use crate::relay::Stream;
 
-/// A TCP stream as seen by [`Connection`](crate::connection::Connection).
+/// What the relay needs to `splice(2)` a stream: its descriptor, on Linux; nothing elsewhere.
 #[cfg(target_os = "linux")]
-pub trait Socket: Stream + mio::event::Source + std::os::fd::AsFd + Sized {
+pub trait SpliceFd: std::os::fd::AsFd {}
+#[cfg(target_os = "linux")]
+impl<T: std::os::fd::AsFd> SpliceFd for T {}
+/// What the relay needs to `splice(2)` a stream: its descriptor, on Linux; nothing elsewhere.
+#[cfg(not(target_os = "linux"))]
+pub trait SpliceFd {}
+#[cfg(not(target_os = "linux"))]
+impl<T> SpliceFd for T {}
+
+/// A TCP stream as seen by [`Connection`](crate::connection::Connection).
+pub trait Socket: Stream + mio::event::Source + SpliceFd + Sized {
     /// Begin a nonblocking connect (the upstream of a CONNECT).
     fn connect(addr: SocketAddr, bind_out: Option<IpAddr>) -> io::Result<Self>;
     /// Where a connect begun by [`Socket::connect`] stands.
@@ -25,19 +35,6 @@ pub trait Socket: Stream + mio::event::Source + std::os::fd::AsFd + Sized {
     /// Adopt a connection accepted by a BIND listener.
     fn from_accepted(stream: TcpStream) -> Self;
     /// Whether commands that open sockets of their own (BIND, UDP ASSOCIATE) can be served.
-    fn supports_listeners() -> bool {
-        true
-    }
-}
-
-/// A TCP stream as seen by [`Connection`](crate::connection::Connection).
-#[cfg(not(target_os = "linux"))]
-pub trait Socket: Stream + mio::event::Source + Sized {
-    fn connect(addr: SocketAddr, bind_out: Option<IpAddr>) -> io::Result<Self>;
-    fn connect_progress(&self) -> Progress;
-    fn local_addr(&self) -> io::Result<SocketAddr>;
-    fn take_error(&self) -> io::Result<Option<io::Error>>;
-    fn from_accepted(stream: TcpStream) -> Self;
     fn supports_listeners() -> bool {
         true
     }

@@ -12,6 +12,7 @@ use socksloop::{Config, RelayMode, Server};
 use crate::curl::{curl_with, expected_body, http_server};
 use crate::reliability::{Leave, leave};
 use crate::support::*;
+use crate::transfer;
 
 const SIZE: usize = 64 * MIB;
 const UP_SEED: u64 = 0x5011_0001;
@@ -53,99 +54,31 @@ fn start_splice_server() -> Server {
     start_server_with(splice_mode)
 }
 
-/// A target that verifies `UP_SEED` until EOF while writing `down` bytes of `DOWN_SEED` from a
-/// second thread, then half-closes. Result: bytes verified from the client.
-fn duplex_target(down: usize) -> Target<Result<u64, String>> {
-    Target::start("127.0.0.1:0", move |mut stream, _| {
-        let mut writer = stream.try_clone().unwrap();
-        let sender = thread::spawn(move || {
-            let sent = write_stream(&mut writer, DOWN_SEED, down);
-            let _ = writer.shutdown(Shutdown::Write);
-            sent
-        });
-        let received = read_and_verify(&mut stream, UP_SEED);
-        sender.join().unwrap().map_err(|e| format!("target write: {e}"))?;
-        received
-    })
-}
-
-/// `up` bytes client → target and `down` bytes target → client at the same time, verified.
-fn transfer(up: usize, down: usize) {
-    let server = start_splice_server();
-    let target = duplex_target(down);
-    let (stream, _) = socks_connect(proxy_addr(&server), target.addr);
-    let mut writer = stream.try_clone().unwrap();
-    let sender = thread::spawn(move || {
-        write_stream(&mut writer, UP_SEED, up).expect("client write");
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut reader = stream;
-    assert_eq!(read_and_verify(&mut reader, DOWN_SEED), Ok(down as u64), "target -> client");
-    sender.join().unwrap();
-    assert_eq!(target.next_result(), Ok(up as u64), "client -> target");
-}
+// The bulk and half-close scenarios are the copy path's, run in splice mode.
 
 #[test]
 fn splice_bulk_client_to_target() {
-    transfer(SIZE, 0);
+    transfer::transfer(RelayMode::Splice, SIZE, 0);
 }
 
 #[test]
 fn splice_bulk_target_to_client() {
-    transfer(0, SIZE);
+    transfer::transfer(RelayMode::Splice, 0, SIZE);
 }
 
 #[test]
 fn splice_bulk_full_duplex() {
-    transfer(SIZE, SIZE);
+    transfer::transfer(RelayMode::Splice, SIZE, SIZE);
 }
 
 #[test]
 fn splice_client_half_close_then_target_replies() {
-    let server = start_splice_server();
-    let request = DataGen::bytes(41, 300_000);
-    let answer = DataGen::bytes(42, 500_000);
-    let target = {
-        let answer = answer.clone();
-        Target::start("127.0.0.1:0", move |mut stream, _| {
-            let got = read_to_close(&mut stream).map_err(|e| e.to_string())?;
-            stream.write_all(&answer).map_err(|e| e.to_string())?;
-            stream.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
-            Ok::<_, String>(checksum(&got))
-        })
-    };
-    let (mut stream, _) = socks_connect(proxy_addr(&server), target.addr);
-    stream.write_all(&request).unwrap();
-    stream.shutdown(Shutdown::Write).unwrap();
-    let back = read_to_close(&mut stream).expect("answer then EOF");
-    assert_eq!(target.next_result(), Ok(checksum(&request)), "target saw all data, then EOF");
-    assert_eq!((back.len(), checksum(&back)), (answer.len(), checksum(&answer)));
+    transfer::client_half_close_scenario(RelayMode::Splice);
 }
 
 #[test]
 fn splice_target_half_close_then_client_keeps_sending() {
-    let server = start_splice_server();
-    let greeting = DataGen::bytes(43, 250_000);
-    let upload = DataGen::bytes(44, 400_000);
-    let target = {
-        let greeting = greeting.clone();
-        Target::start("127.0.0.1:0", move |mut stream, _| {
-            stream.write_all(&greeting).map_err(|e| e.to_string())?;
-            stream.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
-            let got = read_to_close(&mut stream).map_err(|e| e.to_string())?;
-            Ok::<_, String>(checksum(&got))
-        })
-    };
-    let (mut stream, _) = socks_connect(proxy_addr(&server), target.addr);
-    let mut got = vec![0u8; greeting.len()];
-    stream.read_exact(&mut got).unwrap();
-    assert_eq!(checksum(&got), checksum(&greeting));
-    let mut one = [0u8; 1];
-    assert_eq!(stream.read(&mut one).unwrap(), 0, "EOF after the target's half-close");
-    stream.write_all(&upload).expect("client -> target after the target's FIN");
-    stream.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(target.next_result(), Ok(checksum(&upload)));
-    expect_closed(&mut stream, "after both directions finished");
+    transfer::target_half_close_scenario(RelayMode::Splice);
 }
 
 #[test]

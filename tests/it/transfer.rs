@@ -1,11 +1,19 @@
 //! Bulk data through the relay (one way each, and full duplex), verified byte for byte against
-//! the regenerated stream, and TCP half-close passed through in both directions.
+//! the regenerated stream, and TCP half-close passed through in both directions. The scenarios
+//! take the relay mode, so `splice.rs` runs the same ones with `--relay splice`.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 
+use socksloop::{RelayMode, Server};
+
 use crate::support::*;
+
+/// A proxy on 127.0.0.1:0 relaying with `mode`.
+pub(crate) fn start_in_mode(mode: RelayMode) -> Server {
+    start_server_with(|c| c.relay_mode = mode)
+}
 
 const SIZE: usize = 64 * MIB;
 const UP_SEED: u64 = 0x5eed_0001;
@@ -40,8 +48,9 @@ fn run_client(stream: TcpStream, up: usize) -> (u64, Result<u64, String>) {
     (up as u64, received)
 }
 
-fn transfer(up: usize, down: usize) {
-    let server = start_server();
+/// `up` bytes client → target and `down` bytes target → client at the same time, verified.
+pub(crate) fn transfer(mode: RelayMode, up: usize, down: usize) {
+    let server = start_in_mode(mode);
     let target = duplex_target(down);
     let (stream, _) = socks_connect(proxy_addr(&server), target.addr);
     let (_, got_down) = run_client(stream, up);
@@ -51,22 +60,27 @@ fn transfer(up: usize, down: usize) {
 
 #[test]
 fn bulk_client_to_target() {
-    transfer(SIZE, 0);
+    transfer(RelayMode::Copy, SIZE, 0);
 }
 
 #[test]
 fn bulk_target_to_client() {
-    transfer(0, SIZE);
+    transfer(RelayMode::Copy, 0, SIZE);
 }
 
 #[test]
 fn bulk_full_duplex() {
-    transfer(SIZE, SIZE);
+    transfer(RelayMode::Copy, SIZE, SIZE);
 }
 
 #[test]
 fn client_half_close_then_target_replies() {
-    let server = start_server();
+    client_half_close_scenario(RelayMode::Copy);
+}
+
+/// The client sends, then half-closes; the target reads to EOF, then answers.
+pub(crate) fn client_half_close_scenario(mode: RelayMode) {
+    let server = start_in_mode(mode);
     let request = DataGen::bytes(21, 200_000);
     let answer = DataGen::bytes(22, 300_000);
     let target = {
@@ -91,7 +105,12 @@ fn client_half_close_then_target_replies() {
 
 #[test]
 fn target_half_close_then_client_keeps_sending() {
-    let server = start_server();
+    target_half_close_scenario(RelayMode::Copy);
+}
+
+/// The target sends, then half-closes; the client reads to EOF, then uploads.
+pub(crate) fn target_half_close_scenario(mode: RelayMode) {
+    let server = start_in_mode(mode);
     let greeting = DataGen::bytes(31, 250_000);
     let upload = DataGen::bytes(32, 400_000);
     let target = {
