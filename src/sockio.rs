@@ -46,9 +46,9 @@ pub fn write(socket: &mut impl Write, buf: &[u8]) -> Io {
 
 /// Readiness we have been told about and not yet used up (edge-triggered bookkeeping).
 ///
-/// An event *sets* a flag; only `WouldBlock` *clears* it. That way a socket we stopped
-/// reading because a buffer was full is still known to be readable later, when no new
-/// edge will come for it.
+/// An event *sets* a flag; `WouldBlock` *clears* it (and, in the relay on Linux, a short read
+/// while `peer_closed` is unset: see `relay::pump`). That way a socket we stopped reading
+/// because a buffer was full is still known to be readable later, when no new edge will come.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Readiness {
     pub readable: bool,
