@@ -66,6 +66,20 @@ impl Pipe {
         self.pending.capacity()
     }
 
+    /// The source has ended and everything is delivered: shut the destination down for
+    /// writing (TCP half-close), once. Returns whether this call did it.
+    pub fn half_close_once(&mut self, dst: &impl Stream) -> io::Result<bool> {
+        if self.shut {
+            return Ok(false);
+        }
+        self.shut = true;
+        match dst.shutdown_write() {
+            // The destination may already be fully gone; the other direction will notice.
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(true),
+        }
+    }
+
     /// Write pending bytes until they are gone or the destination would block.
     /// Returns whether anything was written.
     pub fn flush(&mut self, dst: &mut impl Write, dst_ready: &mut Readiness) -> io::Result<bool> {
@@ -115,16 +129,7 @@ pub fn pump<S: Stream, D: Stream>(
             return Ok(progress); // backpressure: do not read what we cannot pass on
         }
         if pipe.eof {
-            if !pipe.shut {
-                pipe.shut = true;
-                progress = true;
-                match dst.shutdown_write() {
-                    // The destination may already be fully gone; the other pipe will notice.
-                    Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
-                    _ => {}
-                }
-            }
-            return Ok(progress);
+            return Ok(pipe.half_close_once(dst)? || progress);
         }
         if !src_ready.readable || *budget == 0 {
             return Ok(progress);

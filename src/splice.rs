@@ -271,16 +271,7 @@ fn pump_inner<S: Stream + AsFd, D: Stream + AsFd>(
         }
         // 3. Source ended and everything is delivered: half-close the destination, once.
         if pipe.eof {
-            if !pipe.shut {
-                pipe.shut = true;
-                progress = true;
-                match dst.shutdown_write() {
-                    // The destination may already be fully gone; the other direction will notice.
-                    Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
-                    _ => {}
-                }
-            }
-            return Ok(progress);
+            return Ok(pipe.half_close_once(dst)? || progress);
         }
         if !src_ready.readable || *budget == 0 {
             return Ok(progress);
