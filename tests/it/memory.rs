@@ -2,7 +2,6 @@
 //! pushes. Runs the binary so its resident memory can be read from /proc.
 
 use std::io::Read;
-use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,11 +17,7 @@ const RSS_LIMIT: u64 = 40 * MIB as u64;
 fn slow_reader_keeps_proxy_memory_bounded() {
     let proxy = ProxyProcess::spawn(&[]);
     let rss_start = proxy.rss_bytes();
-    let target = Target::start("127.0.0.1:0", |mut stream, _| {
-        let result = write_stream(&mut stream, SEED, TOTAL).map_err(|e| e.to_string());
-        let _ = stream.shutdown(Shutdown::Write);
-        result
-    });
+    let target = source_target(SEED, TOTAL);
     let (mut stream, _) = socks_connect(proxy.addr, target.addr);
     // The fast phase moves 256 MiB; allow for a slow machine.
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

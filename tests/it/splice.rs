@@ -2,7 +2,7 @@
 //! — every byte in order, half-close both ways, early payload first, backpressure with
 //! bounded memory, resets passed on — with bytes moving through kernel pipes.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -120,11 +120,7 @@ fn splice_slow_reader_keeps_proxy_memory_and_descriptors_bounded() {
     let proxy = ProxyProcess::spawn(&["--relay", "splice"]);
     let (sockets_start, pipes_start) = fds_by_kind(proxy.pid());
     let rss_start = proxy.rss_bytes();
-    let target = Target::start("127.0.0.1:0", |mut stream, _| {
-        let result = write_stream(&mut stream, SEED, TOTAL).map_err(|e| e.to_string());
-        let _ = stream.shutdown(Shutdown::Write);
-        result
-    });
+    let target = source_target(SEED, TOTAL);
     let (mut stream, _) = socks_connect(proxy.addr, target.addr);
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
 
@@ -196,17 +192,8 @@ fn splice_upstream_reset_mid_transfer_closes_the_client() {
     for _ in 0..4 {
         let (mut client, _) = socks_connect(proxy_addr(&server), target.addr);
         client.write_all(b"g").unwrap();
-        let mut verifier = Verifier::new(SEED);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match client.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => verifier.check(&buf[..n]).unwrap(),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("client hangs after the upstream reset ({} bytes): {e}", verifier.offset),
-            }
-        }
-        assert!(verifier.offset <= 4 * MIB as u64);
+        let received = read_verified_prefix(&mut client, SEED);
+        assert!(received <= 4 * MIB as u64);
     }
 }
 

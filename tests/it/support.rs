@@ -502,6 +502,31 @@ pub fn read_and_verify(stream: &mut impl Read, seed: u64) -> Result<u64, String>
     }
 }
 
+/// Read until the stream ends by EOF or a reset, verifying what arrives is a prefix of stream
+/// `seed`; the number of bytes read. Any other error (a timeout: the relay hangs) panics.
+pub fn read_verified_prefix(stream: &mut impl Read, seed: u64) -> u64 {
+    let mut verifier = Verifier::new(seed);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return verifier.offset,
+            Ok(n) => verifier.check(&buf[..n]).unwrap(),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return verifier.offset,
+            Err(e) => panic!("the stream hangs instead of ending ({} bytes read): {e}", verifier.offset),
+        }
+    }
+}
+
+/// A target that writes `len` bytes of stream `seed` as fast as it can, then half-closes.
+/// Result: whether the write completed.
+pub fn source_target(seed: u64, len: usize) -> Target<Result<(), String>> {
+    Target::start("127.0.0.1:0", move |mut stream, _| {
+        let result = write_stream(&mut stream, seed, len).map_err(|e| e.to_string());
+        let _ = stream.shutdown(Shutdown::Write);
+        result
+    })
+}
+
 /// FNV-1a 64: a cheap checksum to compare two byte sequences.
 pub fn checksum(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
