@@ -55,7 +55,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match Server::start(config) {
+    // This thread waits for signals; the loops run on threads of their own and, when the
+    // last one ends (a stop, a finished drain, an error), they close the signal iterator so
+    // this thread can collect their result. No thread sits idle only to wait for another.
+    let signal_handle = signals.handle();
+    let server = match Server::start_with_exit_hook(config, move || signal_handle.close()) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("socksloop: error: {e}");
@@ -65,11 +69,7 @@ fn main() -> ExitCode {
     for addr in server.local_addrs() {
         log::info!("listening on {addr}");
     }
-    // Signals arrive on a thread of their own; the loop only sees a stop flag and a wake-up,
-    // or a credential set swapped under a lock.
-    let stopper = server.stopper();
-    let credentials = server.credential_store();
-    std::thread::spawn(move || handle_signals(signals, stopper, credentials));
+    handle_signals(signals, &server.stopper(), server.credential_store());
     match server.wait() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -92,8 +92,9 @@ fn env_user() -> Result<Option<(String, String)>, String> {
 }
 
 /// SIGHUP reloads credentials. The first SIGINT/SIGTERM drains (no new clients, open ones
-/// get the grace period); a second one stops at once.
-fn handle_signals(mut signals: Signals, stopper: Stopper, credentials: Option<Arc<CredentialStore>>) {
+/// get the grace period); a second one stops at once. Returns after that second signal, or
+/// when the loops have ended and closed `signals`.
+fn handle_signals(mut signals: Signals, stopper: &Stopper, credentials: Option<Arc<CredentialStore>>) {
     let mut draining = false;
     for signal in signals.forever() {
         if signal != SIGHUP {

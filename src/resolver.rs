@@ -4,12 +4,19 @@
 //! thread. A small pool of threads takes [`Lookup`]s from a shared queue, resolves them, sends
 //! an [`Answer`] back over a channel and wakes the loop through its `mio::Waker`.
 //!
+//! The pool starts empty and grows on demand: a thread is spawned only when a lookup is queued
+//! while every existing thread is busy, up to `--resolver-threads`. A proxy that is only ever
+//! asked for IP addresses (or not asked at all) never pays for resolver threads: each costs
+//! about 13 KiB of resident memory (its stack and its malloc arena). Threads, once started,
+//! stay until the loop ends, so a busy proxy pays the spawn (tens of microseconds) once.
+//!
 //! Answers carry the connection's slab key *and* generation: a connection may close while its
 //! lookup is in flight and its key may be reused, so the loop drops answers whose generation
 //! no longer matches. Names that can never resolve (an empty label, a label over 63 bytes, a
 //! name over 253 bytes) are rejected by [`check_name`] before any lookup, so no query leaves
 //! the machine for them.
 
+use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -37,25 +44,41 @@ pub struct Answer {
 pub struct Resolver {
     lookups: Sender<Lookup>,
     answers: Receiver<Answer>,
+    /// `None` only for [`Resolver::detached`]: nobody serves its queue.
+    pool: Option<Pool>,
     /// Only for [`Resolver::detached`]: keeps its queue open with nobody serving it.
     _unserved: Option<Receiver<Lookup>>,
 }
 
+/// What it takes to start one more resolver thread, and how many are needed.
+///
+/// The counters are `Cell`s because the loop holds the resolver by shared reference while a
+/// connection submits; only the loop thread touches them.
+struct Pool {
+    queue: Arc<Mutex<Receiver<Lookup>>>,
+    answer_tx: Sender<Answer>,
+    waker: Arc<mio::Waker>,
+    max_threads: usize,
+    threads: Cell<usize>,
+    /// Lookups submitted whose answer the loop has not taken yet.
+    in_flight: Cell<usize>,
+}
+
 impl Resolver {
-    /// Start `threads` resolver threads that wake `waker` after each answer.
-    pub fn start(threads: usize, waker: Arc<mio::Waker>) -> io::Result<Resolver> {
+    /// A resolver that will start up to `max_threads` threads, as lookups need them, each
+    /// waking `waker` after every answer. No thread starts here.
+    pub fn start(max_threads: usize, waker: Arc<mio::Waker>) -> io::Result<Resolver> {
         let (lookup_tx, lookup_rx) = mpsc::channel::<Lookup>();
         let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
-        let queue = Arc::new(Mutex::new(lookup_rx));
-        for i in 0..threads.max(1) {
-            let queue = Arc::clone(&queue);
-            let answers = answer_tx.clone();
-            let waker = Arc::clone(&waker);
-            thread::Builder::new()
-                .name(format!("resolver-{i}"))
-                .spawn(move || resolve_until_closed(&queue, &answers, &waker))?;
-        }
-        Ok(Resolver { lookups: lookup_tx, answers: answer_rx, _unserved: None })
+        let pool = Pool {
+            queue: Arc::new(Mutex::new(lookup_rx)),
+            answer_tx,
+            waker,
+            max_threads: max_threads.max(1),
+            threads: Cell::new(0),
+            in_flight: Cell::new(0),
+        };
+        Ok(Resolver { lookups: lookup_tx, answers: answer_rx, pool: Some(pool), _unserved: None })
     }
 
     /// A resolver with no threads: lookups are accepted and never answered, and no DNS query
@@ -64,20 +87,56 @@ impl Resolver {
     pub fn detached() -> Resolver {
         let (lookups, unserved) = mpsc::channel::<Lookup>();
         let (_, answers) = mpsc::channel::<Answer>();
-        Resolver { lookups, answers, _unserved: Some(unserved) }
+        Resolver { lookups, answers, pool: None, _unserved: Some(unserved) }
+    }
+
+    /// How many resolver threads are running.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(0, |pool| pool.threads.get())
     }
 
     /// Queue a lookup; the answer arrives later through [`Resolver::try_answer`].
     pub fn submit(&self, lookup: Lookup) {
-        // Fails only if every resolver thread has died; the connect timeout then answers.
+        // Cannot fail: this handle keeps the queue's receiving end alive (in the pool).
         if self.lookups.send(lookup).is_err() {
-            log::error!("resolver threads are gone; lookups will time out");
+            log::error!("resolver queue is closed; lookups will time out");
+            return;
+        }
+        if let Some(pool) = &self.pool {
+            pool.in_flight.set(pool.in_flight.get() + 1);
+            pool.grow_if_all_busy();
         }
     }
 
     /// An answer that has arrived, if any. Never blocks.
     pub fn try_answer(&self) -> Option<Answer> {
-        self.answers.try_recv().ok()
+        let answer = self.answers.try_recv().ok()?;
+        if let Some(pool) = &self.pool {
+            pool.in_flight.set(pool.in_flight.get().saturating_sub(1));
+        }
+        Some(answer)
+    }
+}
+
+impl Pool {
+    /// Start one more thread when more lookups are outstanding than there are threads.
+    fn grow_if_all_busy(&self) {
+        let threads = self.threads.get();
+        if self.in_flight.get() <= threads || threads >= self.max_threads {
+            return;
+        }
+        let queue = Arc::clone(&self.queue);
+        let answers = self.answer_tx.clone();
+        let waker = Arc::clone(&self.waker);
+        let spawned = thread::Builder::new()
+            .name(format!("resolver-{threads}"))
+            .spawn(move || resolve_until_closed(&queue, &answers, &waker));
+        match spawned {
+            Ok(_) => self.threads.set(threads + 1),
+            // The queued lookup waits for a thread that already exists, or, if there is
+            // none, for the connect timeout, which answers the client; the loop goes on.
+            Err(e) => log::error!("cannot start a resolver thread ({threads} running): {e}"),
+        }
     }
 }
 
@@ -170,5 +229,46 @@ mod tests {
         assert_eq!((answer.key, answer.generation), (4, 2));
         let addrs = answer.result.expect("localhost resolves");
         assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80), "{addrs:?}");
+    }
+
+    /// Collect `n` answers, polling for at most 10 s.
+    fn answers(resolver: &Resolver, poll: &mut mio::Poll, n: usize) -> Vec<Answer> {
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n {
+            while let Some(answer) = resolver.try_answer() {
+                got.push(answer);
+            }
+            assert!(std::time::Instant::now() < deadline, "only {} of {n} answers in 10 s", got.len());
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(50))).unwrap();
+        }
+        got
+    }
+
+    #[test]
+    fn threads_start_only_when_every_thread_is_busy() {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let resolver = Resolver::start(3, waker).unwrap();
+        assert_eq!(resolver.threads(), 0, "no thread before the first lookup");
+        let lookup = |key| Lookup { key, generation: 0, host: "localhost".into(), port: 1 };
+
+        resolver.submit(lookup(1));
+        assert_eq!(resolver.threads(), 1);
+        answers(&resolver, &mut poll, 1);
+        // One lookup at a time never needs a second thread.
+        resolver.submit(lookup(2));
+        assert_eq!(resolver.threads(), 1);
+        answers(&resolver, &mut poll, 1);
+
+        // A burst grows the pool, but never past its limit.
+        for key in 10..20 {
+            resolver.submit(lookup(key));
+        }
+        assert_eq!(resolver.threads(), 3);
+        let mut keys: Vec<usize> = answers(&resolver, &mut poll, 10).iter().map(|a| a.key).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, (10..20).collect::<Vec<_>>());
     }
 }

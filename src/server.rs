@@ -130,6 +130,16 @@ impl Server {
     /// and the kernel spreads new connections between them; workers share nothing but the
     /// credentials and the stop/drain flags.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with_exit_hook(config, || {})
+    }
+
+    /// [`Server::start`], and call `on_exit` once the last event loop has ended (after a
+    /// stop, a drain, an error or a panic). The binary uses it to end its signal loop, so no
+    /// thread of its own has to sit waiting for the loops.
+    pub fn start_with_exit_hook(
+        config: Config,
+        on_exit: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Server, StartError> {
         if !config.auth.is_configured()
             && !config.allow_open_proxy
             && let Some(&open) = config.listen.iter().find(|a| !a.ip().is_loopback())
@@ -169,9 +179,16 @@ impl Server {
         }
         let stopper = Stopper { control, wakers: loops.iter().map(|w| Arc::clone(&w.waker)).collect() };
         let mut threads = Vec::with_capacity(workers);
+        let exit_notice = Arc::new(LastExitNotice { on_exit: Box::new(on_exit) });
         for worker in loops {
             let name = format!("socksloop-loop-{}", worker.index);
-            match thread::Builder::new().name(name).spawn(move || worker.run()) {
+            let notice = Arc::clone(&exit_notice);
+            let run = move || {
+                let result = worker.run();
+                drop(notice); // the last loop to let go of it calls on_exit
+                result
+            };
+            match thread::Builder::new().name(name).spawn(run) {
                 Ok(thread) => threads.push(thread),
                 Err(e) => {
                     stopper.stop();
@@ -247,6 +264,18 @@ struct Shared {
     control: Arc<Control>,
 }
 
+/// Calls its hook when the last clone is dropped, that is when the last event loop thread
+/// ends: `Drop` runs on a normal return and while unwinding from a panic alike.
+struct LastExitNotice {
+    on_exit: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Drop for LastExitNotice {
+    fn drop(&mut self) {
+        (self.on_exit)();
+    }
+}
+
 /// One event loop and everything it owns.
 struct Worker {
     /// This worker's number, and how many there are (connection ids interleave by it).
@@ -258,6 +287,9 @@ struct Worker {
     conns: Slab<Connection>,
     timers: Timers,
     resolver: Resolver,
+    /// The relay's copy buffer, shared by every connection of this loop. Allocated when the
+    /// first connection is driven: `calloc` zeroes (touches) it, and a proxy nobody has used
+    /// yet should not carry those pages in its RSS.
     scratch: Box<[u8]>,
     config: Config,
     credentials: Option<Arc<CredentialStore>>,
@@ -303,7 +335,7 @@ impl Worker {
             conns: Slab::new(),
             timers: Timers::default(),
             resolver,
-            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            scratch: Box::default(),
             config,
             credentials: shared.credentials,
             max_connections,
@@ -403,6 +435,9 @@ impl Worker {
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.is_closed() {
             return;
+        }
+        if scratch.is_empty() {
+            *scratch = vec![0; SCRATCH_SIZE].into_boxed_slice();
         }
         let mut ctx = Ctx {
             registry: poll.registry(),

@@ -66,3 +66,34 @@ fn slow_reader_keeps_proxy_memory_bounded() {
     assert_eq!(target.next_result(), Ok(()));
     assert!(rss_peak < RSS_LIMIT, "proxy RSS peaked at {} KiB", rss_peak / 1024);
 }
+
+/// Names of the proxy's threads, from /proc/PID/task/*/comm.
+fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read task dir")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// An idle proxy runs two threads (signals, one loop) and starts a resolver thread only when
+/// a name must be looked up: each thread costs resident memory.
+#[test]
+fn resolver_threads_start_on_first_lookup() {
+    let proxy = ProxyProcess::spawn(&["--resolver-threads", "2"]);
+    let target = echo_server("127.0.0.1:0");
+    assert_eq!(thread_names(proxy.pid()), ["socksloop", "socksloop-loop-"], "idle threads");
+
+    // An IP address needs no lookup, so no thread.
+    let (mut stream, reply) = socks_connect(proxy.addr, target.addr);
+    assert_eq!(reply.code, 0);
+    assert_echo(&mut stream, b"by address");
+    assert_eq!(thread_names(proxy.pid()).len(), 2, "{:?}", thread_names(proxy.pid()));
+
+    let (mut stream, reply) = socks_connect(proxy.addr, Dest::Domain("localhost".into(), target.addr.port()));
+    assert_eq!(reply.code, 0);
+    assert_echo(&mut stream, b"by name");
+    assert!(thread_names(proxy.pid()).contains(&"resolver-0".to_string()), "{:?}", thread_names(proxy.pid()));
+}
