@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# The comparison behind docs/benchmarks.md: direct loopback, socksloop, the threaded
-# baseline and (if installed) microsocks, each measured by socksloop-bench.
+# The comparison behind docs/benchmarks.md: direct loopback, socksloop (the default build
+# and the static deployment build, scripts/build-static.sh), the threaded baseline and, when
+# installed, microsocks, Dante and hev-socks5-server, each measured by socksloop-bench.
+#
+# microsocks and Dante come from Debian (apt-get install microsocks dante-server) and are
+# found on PATH. hev-socks5-server is not packaged: build it yourself and name the binary in
+# HEV=/path/to/hev-socks5-server. Dante runs a process per client, so the memory workload
+# (which reads one PID's VmRSS) is skipped for it: it would see only the parent.
 #
 # The server under test is pinned to CPU 0, the load tool and its target child to CPU 1,
 # so every server gets one core and the client side the same other core. With RT=1 (the
@@ -11,7 +17,8 @@
 # measured, and stopped by its PID. Memory gets a fresh server for every run, because
 # memory a server freed after one run hides the cost in the next.
 #
-#   scripts/bench-compare.sh [OUT.jsonl]   env: DURATION (s, default 3), RUNS (default 3), RT (1)
+#   scripts/bench-compare.sh [OUT.jsonl]
+#   env: DURATION (s, default 3), RUNS (default 3), RT (1), HEV (path), STATIC (1: also the static build)
 #   python3 scripts/chart.py OUT.jsonl docs/bench-chart.svg
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +38,38 @@ else
 fi
 
 cargo build --release --bin socksloop --bin socksloop-bench --example threaded_baseline >&2
+STATIC=${STATIC:-1}
+if [ "$STATIC" = 1 ]; then
+  STATIC_BIN=$(scripts/build-static.sh | tail -n 1)
+fi
+HEV=${HEV:-}
 : > "$OUT"
+CONF_DIR=$(mktemp -d)
+trap 'rm -rf "$CONF_DIR"' EXIT
+
+# Config files for the servers that take one, written for the port they will listen on.
+prepare_dante() {
+  cat > "$CONF_DIR/dante-$1.conf" <<CONF
+logoutput: /dev/null
+internal: 127.0.0.1 port = $1
+external: 127.0.0.1
+socksmethod: none
+clientmethod: none
+user.unprivileged: nobody
+client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
+socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
+CONF
+}
+prepare_hev() {
+  cat > "$CONF_DIR/hev-$1.yml" <<CONF
+main:
+  workers: 1
+  port: $1
+  listen-address: '127.0.0.1'
+misc:
+  log-level: warn
+CONF
+}
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -68,19 +106,27 @@ stop() {
   wait "$pid" || true
 }
 
+# prepare LABEL PORT: write LABEL's config file for PORT, if it needs one.
+prepare() {
+  if declare -F "prepare_$1" >/dev/null; then "prepare_$1" "$2"; fi
+}
+
 # serve LABEL COMMAND-WITH-{port}...: the suite for one server.
 serve() {
   local label=$1
   shift
   local port
   port=$(free_port)
+  prepare "$label" "$port"
   start "$port" "${@//\{port\}/$port}"
   tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 1 --direction download
   tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 8 --direction both
   tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload connrate --concurrency 1,64
   stop
+  if [ "$label" = dante ]; then return; fi
   for _ in $(seq 1 "$RUNS"); do
     port=$(free_port)
+    prepare "$label" "$port"
     start "$port" "${@//\{port\}/$port}"
     tool "$label" "--proxy 127.0.0.1:$port" --workload memory --connections 1000 --pid "$pid"
     stop
@@ -92,11 +138,24 @@ tool direct --direct --runs "$RUNS" --workload throughput --streams 8 --directio
 tool direct --direct --runs "$RUNS" --workload connrate --concurrency 1,64
 
 serve socksloop "$BIN/socksloop" --listen "127.0.0.1:{port}" --log-level warn
+if [ "$STATIC" = 1 ]; then
+  serve socksloop-static "$STATIC_BIN" --listen "127.0.0.1:{port}" --log-level warn
+fi
 serve threaded "$BIN/examples/threaded_baseline" "127.0.0.1:{port}"
 if command -v microsocks >/dev/null; then
   serve microsocks microsocks -i 127.0.0.1 -p "{port}"
 else
   echo "microsocks not installed (apt-get install microsocks): skipped" >&2
+fi
+if [ -n "$HEV" ]; then
+  serve hev "$HEV" "$CONF_DIR/hev-{port}.yml"
+else
+  echo "HEV not set (path to a hev-socks5-server binary): skipped" >&2
+fi
+if command -v danted >/dev/null; then
+  serve dante danted -f "$CONF_DIR/dante-{port}.conf"
+else
+  echo "danted not installed (apt-get install dante-server): skipped" >&2
 fi
 
 echo "results in $OUT" >&2

@@ -3,8 +3,9 @@
 
     python3 scripts/chart.py RESULTS.jsonl [docs/bench-chart.svg]
 
-Three panels: throughput and connection rate as bars in percent of `direct` (the loopback
-limit, measured with no proxy); handshake p99 latency; user-space memory per idle relay.
+Four panels: throughput and connection rate as bars in percent of `direct` (the loopback
+limit, measured with no proxy); handshake p99 latency; user-space memory per idle relay;
+the idle process's RSS (VmRSS before the memory workload opened its relays).
 A case recorded several times for one server (e.g. memory, one fresh server per run) is
 reduced to its median record. Also prints the medians as a Markdown table on stdout.
 Needs matplotlib (`pip install matplotlib`).
@@ -41,7 +42,21 @@ def load(path):
     return cases, labels
 
 
-def markdown(cases, labels):
+def idle_rss_mib(path):
+    """{label: median VmRSS in MiB of a freshly started, idle server}, from memory records."""
+    seen = OrderedDict()
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            if r["workload"] == "memory" and r.get("rss_before_kib") is not None:
+                seen.setdefault(r["label"], []).append(r["rss_before_kib"] / 1024.0)
+    return {label: sorted(v)[(len(v) - 1) // 2] for label, v in seen.items()}
+
+
+def markdown(cases, labels, idle=None):
     """Medians as a table: one row per case, one column per server."""
     rows = ["| workload | case | " + " | ".join(labels) + " |",
             "|---|---|" + "---:|" * len(labels)]
@@ -57,6 +72,9 @@ def markdown(cases, labels):
                 cell += f" (p50 {r['handshake_p50_us']:.0f} / p99 {r['handshake_p99_us']:.0f} µs)"
             cells.append(cell)
         rows.append(f"| {workload} | {case} | " + " | ".join(cells) + " |")
+    if idle:
+        cells = [f"{idle[label]:.2f} MiB" if label in idle else "n/a" for label in labels]
+        rows.append("| memory | idle process (VmRSS) | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -84,12 +102,13 @@ def main():
         sys.exit(__doc__)
     out = sys.argv[2] if len(sys.argv) > 2 else "docs/bench-chart.svg"
     cases, labels = load(sys.argv[1])
+    idle = idle_rss_mib(sys.argv[1])
 
     rate_cases = [k for k in cases if k[0] in ("throughput", "connrate")]
     lat_cases = [k for k in cases if k[0] == "connrate"]
     mem_cases = [k for k in cases if k[0] == "memory"]
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [3, 1.5, 1]})
+    fig, axes = plt.subplots(1, 4, figsize=(19, 5.5), gridspec_kw={"width_ratios": [3, 1.5, 1, 1]})
 
     ax = axes[0]
     groups, values = [], []
@@ -119,12 +138,17 @@ def main():
     values = [{l: r["value"] for l, r in cases[k].items()} for k in mem_cases]
     grouped_bars(ax, groups, labels, values, lambda v: f"{v:.1f}")
     ax.set_ylabel("KiB per idle relay, VmRSS (lower is better)")
-    ax.set_title("Memory")
+    ax.set_title("Memory per relay")
+
+    ax = axes[3]
+    grouped_bars(ax, ["idle process"], labels, [idle], lambda v: f"{v:.2f}")
+    ax.set_ylabel("MiB VmRSS, no client yet (lower is better)")
+    ax.set_title("Idle RSS")
 
     fig.suptitle("socksloop-bench: each server pinned to one core, load on the other")
     fig.tight_layout()
     fig.savefig(out)
-    print(markdown(cases, labels))
+    print(markdown(cases, labels, idle))
     print(f"wrote {out}", file=sys.stderr)
 
 
