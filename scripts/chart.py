@@ -123,7 +123,6 @@ def main():
     grouped_bars(ax, groups, labels, values, lambda v: f"{v:.0f}%")
     ax.set_ylabel("% of direct loopback (higher is better)")
     ax.set_title("Throughput and connection rate")
-    ax.legend(fontsize=8)
 
     ax = axes[1]
     groups = [k[1] for k in lat_cases]
@@ -146,7 +145,9 @@ def main():
     ax.set_title("Idle RSS")
 
     fig.suptitle("socksloop-bench: each server pinned to one core, load on the other")
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # leave the bottom strip to the legend
     fig.savefig(out)
     print(markdown(cases, labels, idle))
     print(f"wrote {out}", file=sys.stderr)
