@@ -21,38 +21,36 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def records(path):
+    """Every JSON record in the file, in order (blank lines skipped)."""
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
 def load(path):
     """{(workload, case): {label: median record}}, cases and labels in first-seen order."""
     cases = OrderedDict()
     labels = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            r = json.loads(line)
-            cases.setdefault((r["workload"], r["case"]), OrderedDict()).setdefault(r["label"], []).append(r)
-            if r["label"] not in labels:
-                labels.append(r["label"])
+    for r in records(path):
+        cases.setdefault((r["workload"], r["case"]), OrderedDict()).setdefault(r["label"], []).append(r)
+        if r["label"] not in labels:
+            labels.append(r["label"])
     for runs in cases.values():
-        for label, records in runs.items():
-            measured = sorted((r for r in records if r["value"] is not None), key=lambda r: r["value"])
+        for label, kept in runs.items():
+            measured = sorted((r for r in kept if r["value"] is not None), key=lambda r: r["value"])
             # The lower median: a real record, like the tool's own median of runs.
-            runs[label] = measured[(len(measured) - 1) // 2] if measured else records[-1]
+            runs[label] = measured[(len(measured) - 1) // 2] if measured else kept[-1]
     return cases, labels
 
 
 def idle_rss_mib(path):
     """{label: median VmRSS in MiB of a freshly started, idle server}, from memory records."""
     seen = OrderedDict()
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            r = json.loads(line)
-            if r["workload"] == "memory" and r.get("rss_before_kib") is not None:
-                seen.setdefault(r["label"], []).append(r["rss_before_kib"] / 1024.0)
+    for r in records(path):
+        if r["workload"] == "memory" and r.get("rss_before_kib") is not None:
+            seen.setdefault(r["label"], []).append(r["rss_before_kib"] / 1024.0)
     return {label: sorted(v)[(len(v) - 1) // 2] for label, v in seen.items()}
 
 
@@ -67,7 +65,8 @@ def markdown(cases, labels, idle=None):
             if r is None or r["value"] is None:
                 cells.append("n/a")
                 continue
-            cell = f"{r['value']:.1f} {r['unit']}" if r["value"] < 100 else f"{r['value']:.0f} {r['unit']}"
+            digits = 2 if r["value"] < 10 else 1 if r["value"] < 100 else 0
+            cell = f"{r['value']:.{digits}f} {r['unit']}"
             if workload == "connrate":
                 cell += f" (p50 {r['handshake_p50_us']:.0f} / p99 {r['handshake_p99_us']:.0f} µs)"
             cells.append(cell)
@@ -135,7 +134,7 @@ def main():
     ax = axes[2]
     groups = [k[1] for k in mem_cases]
     values = [{l: r["value"] for l, r in cases[k].items()} for k in mem_cases]
-    grouped_bars(ax, groups, labels, values, lambda v: f"{v:.1f}")
+    grouped_bars(ax, groups, labels, values, lambda v: f"{v:.2f}" if v < 10 else f"{v:.1f}")
     ax.set_ylabel("KiB per idle relay, VmRSS (lower is better)")
     ax.set_title("Memory per relay")
 
