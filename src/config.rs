@@ -122,7 +122,7 @@ OPTIONS:
     --idle-timeout SECS         Close a relay after this long without traffic [default: 300]
     --max-connections N         Simultaneous clients; beyond it accepting pauses
                                 [default: derived from the open-file limit]
-    --resolver-threads N        Threads for DNS lookups, off the event loop [default: 4]
+    --resolver-threads N        Most threads for DNS lookups (started on demand) [default: 4]
     --workers N                 Event loops (threads), each with its own SO_REUSEPORT
                                 listener; use up to one per core [default: 1]
     --shutdown-grace SECS       On SIGINT/SIGTERM, stop accepting and let open connections
