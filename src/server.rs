@@ -40,6 +40,9 @@ use crate::token::{self, Side, Target};
 const SCRATCH_SIZE: usize = 64 * 1024 + crate::udp_relay::HEADER_ROOM;
 /// After EMFILE/ENFILE, try accepting again this soon even if nothing closes.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// At a full connection table accepting pauses and resumes with every close, possibly
+/// thousands of times a second: say so at most this often, with a count.
+const PAUSE_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the server could not start. Shown to the operator as one line.
 #[derive(Debug)]
@@ -303,6 +306,9 @@ struct Worker {
     accept_paused: bool,
     /// When to retry accepting after running out of file descriptors.
     accept_retry_at: Option<Instant>,
+    /// When a pause was last logged, and how many pauses went unlogged since.
+    pause_warned_at: Option<Instant>,
+    pauses_unlogged: u64,
     control: Arc<Control>,
     /// Set once draining has begun: when it must end.
     drain_deadline: Option<Instant>,
@@ -344,6 +350,8 @@ impl Worker {
             ready_again: Vec::new(),
             accept_paused: false,
             accept_retry_at: None,
+            pause_warned_at: None,
+            pauses_unlogged: 0,
             control: shared.control,
             drain_deadline: None,
             now: Instant::now(),
@@ -507,8 +515,8 @@ impl Worker {
         for index in 0..self.listeners.len() {
             loop {
                 if self.conns.len() >= self.max_connections {
-                    log::warn!("connection limit ({}) reached; accepting paused", self.max_connections);
-                    self.accept_paused = true;
+                    let why = format!("connection limit ({}) reached", self.max_connections);
+                    self.pause_accepting(&why);
                     return;
                 }
                 match self.listeners[index].accept() {
@@ -516,8 +524,7 @@ impl Worker {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if is_out_of_resources(&e) => {
-                        log::warn!("accept: {e}; pausing accepts until a connection closes");
-                        self.accept_paused = true;
+                        self.pause_accepting(&format!("accept: {e}"));
                         self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
                         return;
                     }
@@ -554,6 +561,23 @@ impl Worker {
         entry.insert(conn);
         // The greeting often arrives with the connection: try it now instead of a poll later.
         self.drive(key);
+    }
+
+    /// Stop accepting until a connection closes; warn, but not more than once per
+    /// [`PAUSE_WARNING_EVERY`].
+    fn pause_accepting(&mut self, why: &str) {
+        self.accept_paused = true;
+        let quiet = self.pause_warned_at.is_some_and(|at| self.now.duration_since(at) < PAUSE_WARNING_EVERY);
+        if quiet {
+            self.pauses_unlogged += 1;
+            log::debug!("{why}; accepting paused");
+            return;
+        }
+        match std::mem::take(&mut self.pauses_unlogged) {
+            0 => log::warn!("{why}; accepting paused until a connection closes"),
+            n => log::warn!("{why}; accepting paused until a connection closes ({n} more pauses not logged)"),
+        }
+        self.pause_warned_at = Some(self.now);
     }
 
     /// `freed`: connections were removed in this pass.

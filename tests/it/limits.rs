@@ -69,3 +69,24 @@ fn max_connections_pauses_accepting_until_a_slot_frees() {
         assert_eq!(read_reply(holder).unwrap().code, REP_REFUSED);
     }
 }
+
+/// A full connection table pauses accepting again with every close. Operators need to know it
+/// is full, but not once per connection: one warning per 10 s, however many pauses.
+#[test]
+fn a_full_table_warns_once_not_on_every_pause() {
+    let proxy = ProxyProcess::spawn(&["--max-connections", "1"]);
+    let mut holder = tcp_connect(proxy.addr);
+    greet(&mut holder);
+    for _ in 0..10 {
+        // Waits in the kernel's backlog until the holder leaves, then takes its place.
+        let mut next = tcp_connect(proxy.addr);
+        next.write_all(&greeting_bytes()).unwrap();
+        drop(std::mem::replace(&mut holder, next));
+        let mut selection = [0u8; 2];
+        holder.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        holder.read_exact(&mut selection).expect("accepted once the previous client left");
+        assert_eq!(selection, [5, NO_AUTH]);
+    }
+    let warnings = proxy.stderr.lock().unwrap().iter().filter(|l| l.contains("accepting paused")).count();
+    assert_eq!(warnings, 1, "stderr: {:?}", proxy.stderr.lock().unwrap());
+}
