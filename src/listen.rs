@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Pending connections the kernel may queue for us (capped by `net.core.somaxconn`).
-const BACKLOG: i32 = 1024;
+/// Pending connections the kernel may queue for us (capped by `net.core.somaxconn`, 4096 by
+/// default since Linux 5.4). A burst of clients larger than this gets SYNs dropped and retried
+/// a second later, so it should exceed any burst the loop cannot accept at once.
+const BACKLOG: i32 = 4096;
 
 /// Bind a nonblocking listener.
 ///

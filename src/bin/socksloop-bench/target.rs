@@ -71,7 +71,10 @@ pub struct Target {
 
 impl Target {
     pub fn start(bind: SocketAddr) -> io::Result<Target> {
-        let mut listener = TcpListener::bind(bind)?;
+        // socksloop's listener, not mio's `TcpListener::bind`: that one asks for a backlog of
+        // 128, and at a concurrency above it the target's accept queue overflows and clients
+        // wait a SYN retransmission (1 s), which would show up as the proxy's tail latency.
+        let mut listener = socksloop::listen::bind(bind, false)?;
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
