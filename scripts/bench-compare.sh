@@ -46,7 +46,9 @@ HEV=${HEV:-}
 BIG=${BIG:-9000}
 : > "$OUT"
 CONF_DIR=$(mktemp -d)
-trap 'rm -rf "$CONF_DIR"' EXIT
+pid=
+# Also on an early exit (a server that never listens, a failed tool run): stop what runs.
+trap 'if [ -n "$pid" ]; then stop; fi; rm -rf "$CONF_DIR"' EXIT
 
 # Config files for the servers that take one, written for the port they will listen on.
 prepare_dante() {
@@ -84,6 +86,8 @@ tool() {
 }
 
 # start PORT COMMAND...: start a server on CPU 0 (output discarded); its PID in $pid.
+# It runs in a session of its own (setsid execs it, so the PID stays the server's), so that
+# stop can reach every process it forks: Dante's parent process was seen to outlive SIGTERM.
 # With RT=1 every thread of the server is switched to SCHED_FIFO once it listens (threads and
 # processes it creates later inherit that). Not at exec: hev-socks5-server, started under
 # SCHED_FIFO on one core, never got as far as listening here (not investigated further; a
@@ -91,15 +95,22 @@ tool() {
 start() {
   local port=$1
   shift
-  "${SERVER_CPU[@]}" "$@" >/dev/null 2>&1 &
+  setsid "${SERVER_CPU[@]}" "$@" >/dev/null 2>&1 &
   pid=$!
   wait_for_port "$port"
   if [ "$RT" = 1 ]; then chrt -f -a -p 10 "$pid" >/dev/null; fi
 }
 
+# stop: SIGTERM to the server's process group, then SIGKILL to whatever is left after 3 s.
 stop() {
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" || true
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 1 30); do
+    kill -0 -- "-$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
 }
 
 # prepare LABEL PORT: write LABEL's config file for PORT, if it needs one.
