@@ -67,7 +67,7 @@ struct Pool {
 impl Resolver {
     /// A resolver that will start up to `max_threads` threads, as lookups need them, each
     /// waking `waker` after every answer. No thread starts here.
-    pub fn start(max_threads: usize, waker: Arc<mio::Waker>) -> io::Result<Resolver> {
+    pub fn start(max_threads: usize, waker: Arc<mio::Waker>) -> Resolver {
         let (lookup_tx, lookup_rx) = mpsc::channel::<Lookup>();
         let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
         let pool = Pool {
@@ -78,7 +78,7 @@ impl Resolver {
             threads: Cell::new(0),
             in_flight: Cell::new(0),
         };
-        Ok(Resolver { lookups: lookup_tx, answers: answer_rx, pool: Some(pool), _unserved: None })
+        Resolver { lookups: lookup_tx, answers: answer_rx, pool: Some(pool), _unserved: None }
     }
 
     /// A resolver with no threads: lookups are accepted and never answered, and no DNS query
@@ -91,7 +91,8 @@ impl Resolver {
     }
 
     /// How many resolver threads are running.
-    pub fn threads(&self) -> usize {
+    #[cfg(test)]
+    fn threads(&self) -> usize {
         self.pool.as_ref().map_or(0, |pool| pool.threads.get())
     }
 
@@ -215,7 +216,7 @@ mod tests {
     fn resolves_localhost_off_thread() {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let resolver = Resolver::start(1, waker).unwrap();
+        let resolver = Resolver::start(1, waker);
         resolver.submit(Lookup { key: 4, generation: 2, host: "localhost".into(), port: 80 });
         let mut events = mio::Events::with_capacity(4);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -250,7 +251,7 @@ mod tests {
     fn threads_start_only_when_every_thread_is_busy() {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let resolver = Resolver::start(3, waker).unwrap();
+        let resolver = Resolver::start(3, waker);
         assert_eq!(resolver.threads(), 0, "no thread before the first lookup");
         let lookup = |key| Lookup { key, generation: 0, host: "localhost".into(), port: 1 };
 

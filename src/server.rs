@@ -327,7 +327,7 @@ impl Worker {
             poll.registry().register(listener, token::listener(i), Interest::READABLE)?;
         }
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
-        let resolver = Resolver::start(config.resolver_threads, Arc::clone(&waker))?;
+        let resolver = Resolver::start(config.resolver_threads, Arc::clone(&waker));
         // The fd limit and --max-connections are per process: each worker gets its share.
         let fd_cap = limits::connections_for_fd_limit(limits::nofile_limit());
         let total = config.max_connections.map_or(fd_cap, |n| n.min(fd_cap));
@@ -515,8 +515,8 @@ impl Worker {
         for index in 0..self.listeners.len() {
             loop {
                 if self.conns.len() >= self.max_connections {
-                    let why = format!("connection limit ({}) reached", self.max_connections);
-                    self.pause_accepting(&why);
+                    let max = self.max_connections;
+                    self.pause_accepting(format_args!("connection limit ({max}) reached"));
                     return;
                 }
                 match self.listeners[index].accept() {
@@ -524,7 +524,7 @@ impl Worker {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if is_out_of_resources(&e) => {
-                        self.pause_accepting(&format!("accept: {e}"));
+                        self.pause_accepting(format_args!("accept: {e}"));
                         self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
                         return;
                     }
@@ -565,7 +565,7 @@ impl Worker {
 
     /// Stop accepting until a connection closes; warn, but not more than once per
     /// [`PAUSE_WARNING_EVERY`].
-    fn pause_accepting(&mut self, why: &str) {
+    fn pause_accepting(&mut self, why: std::fmt::Arguments<'_>) {
         self.accept_paused = true;
         let quiet = self.pause_warned_at.is_some_and(|at| self.now.duration_since(at) < PAUSE_WARNING_EVERY);
         if quiet {
