@@ -14,8 +14,8 @@
 # cannot preempt them: without it, a single event-loop thread competing with CPU-bound
 # processes gets one fair share while a thread-per-connection server gets one per thread
 # (docs/benchmarks.md shows both). Each server is started fresh, waited for (bounded),
-# measured, and stopped by its PID. Memory gets a fresh server for every run, because
-# memory a server freed after one run hides the cost in the next.
+# measured, and stopped with its process group (scripts/lib.sh). Memory gets a fresh server
+# for every run, because memory a server freed after one run hides the cost in the next.
 #
 #   scripts/bench-compare.sh [OUT.jsonl]
 #   env: DURATION (s, default 3), RUNS (default 3), RT (1), HEV (path), STATIC (1: also the static build),
@@ -23,6 +23,8 @@
 #   python3 scripts/chart.py OUT.jsonl docs/bench-chart.svg
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 OUT=${1:-bench-results.jsonl}
 DURATION=${DURATION:-3}
@@ -75,42 +77,12 @@ misc:
 CONF
 }
 
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh  # the script has moved to the repository root
 
 # tool LABEL ROUTE-FLAGS ARGS...: one socksloop-bench invocation, appending to $OUT.
 tool() {
   local label=$1 route=$2
   shift 2
   "${CLIENT_CPU[@]}" "$BIN/socksloop-bench" $route --label "$label" --duration "$DURATION" --json "$OUT" "$@"
-}
-
-# start PORT COMMAND...: start a server on CPU 0 (output discarded); its PID in $pid.
-# It runs in a session of its own (setsid execs it, so the PID stays the server's), so that
-# stop can reach every process it forks: Dante's parent process was seen to outlive SIGTERM.
-# With RT=1 every thread of the server is switched to SCHED_FIFO once it listens (threads and
-# processes it creates later inherit that). Not at exec: hev-socks5-server, started under
-# SCHED_FIFO on one core, never got as far as listening here (not investigated further; a
-# real-time thread that busy-waits for another on the same core would do exactly that).
-start() {
-  local port=$1
-  shift
-  setsid "${SERVER_CPU[@]}" "$@" >/dev/null 2>&1 &
-  pid=$!
-  wait_for_port "$port"
-  if [ "$RT" = 1 ]; then chrt -f -a -p 10 "$pid" >/dev/null; fi
-}
-
-# stop: SIGTERM to the server's process group, then SIGKILL to whatever is left after 3 s.
-stop() {
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 1 30); do
-    kill -0 -- "-$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=
 }
 
 # prepare LABEL PORT: write LABEL's config file for PORT, if it needs one.

@@ -12,8 +12,12 @@ OUT=${1:-one-stream.jsonl}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-3}
 BIN=${CARGO_TARGET_DIR:-target}/release
+SERVER_CPU=(taskset -c 0)
+RT=1
 cargo build --release --bin socksloop --bin socksloop-bench >&2
 : > "$OUT"
+pid=
+trap 'if [ -n "$pid" ]; then stop; fi' EXIT
 
 run() {
   chrt -f 10 taskset -c 1 "$BIN/socksloop-bench" "$@" --duration "$DURATION" --json "$OUT" \
@@ -23,13 +27,9 @@ run() {
 for _ in $(seq 1 "$ROUNDS"); do
   run --direct --label direct
   port=$(free_port)
-  taskset -c 0 "$BIN/socksloop" --listen "127.0.0.1:$port" --log-level warn &
-  pid=$!
-  wait_for_port "$port"
-  chrt -f -a -p 10 "$pid" >/dev/null
+  start "$port" "$BIN/socksloop" --listen "127.0.0.1:$port" --log-level warn
   run --proxy "127.0.0.1:$port" --label socksloop
-  kill "$pid"
-  wait "$pid" || true
+  stop
 done
 
 python3 - "$OUT" <<'PY'
