@@ -9,27 +9,14 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
+use crate::reliability::udp_echo_with_prefix;
 use crate::support::*;
 
 const SHORT: Duration = Duration::from_millis(300);
 
-/// A UDP echo server on a dual-stack socket (`[::]:port`, so both 127.0.0.1 and ::1 reach
-/// it); answers each datagram with `echo:` + payload. Runs until the test process ends.
+/// A UDP echo that answers each datagram with `echo:` + payload.
 fn udp_echo() -> u16 {
-    let socket = Socket::new(Domain::IPV6, Type::DGRAM, None).unwrap();
-    socket.set_only_v6(false).unwrap();
-    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into()).unwrap();
-    let socket: UdpSocket = socket.into();
-    let port = socket.local_addr().unwrap().port();
-    thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let mut reply = b"echo:".to_vec();
-            reply.extend_from_slice(&buf[..n]);
-            let _ = socket.send_to(&reply, from);
-        }
-    });
-    port
+    udp_echo_with_prefix(b"echo:")
 }
 
 /// `00 00 FRAG ATYP ADDR PORT` + payload.

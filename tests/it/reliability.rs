@@ -187,6 +187,13 @@ pub fn black_hole() -> (Socket, Vec<TcpStream>, SocketAddr) {
 /// A UDP echo on a dual-stack socket; answers each datagram with its payload unchanged.
 /// Runs until the test process ends.
 pub fn udp_echo() -> u16 {
+    udp_echo_with_prefix(b"")
+}
+
+/// A UDP echo on a dual-stack socket (`[::]:port`, so both 127.0.0.1 and ::1 reach it) that
+/// answers each datagram with `prefix` + payload (a prefix proves the answer is the echo's,
+/// not the datagram itself bounced back). Runs until the test process ends.
+pub fn udp_echo_with_prefix(prefix: &'static [u8]) -> u16 {
     let socket = Socket::new(Domain::IPV6, Type::DGRAM, None).unwrap();
     socket.set_only_v6(false).unwrap();
     socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into()).unwrap();
@@ -195,7 +202,8 @@ pub fn udp_echo() -> u16 {
     thread::spawn(move || {
         let mut buf = [0u8; 65536];
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
+            let reply = [prefix, &buf[..n]].concat();
+            let _ = socket.send_to(&reply, from);
         }
     });
     port
