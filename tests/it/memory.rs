@@ -2,8 +2,7 @@
 //! pushes. Runs the binary so its resident memory can be read from /proc.
 
 use std::io::Read;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -26,18 +25,7 @@ fn slow_reader_keeps_proxy_memory_bounded() {
     let mut buf = vec![0u8; 64 * 1024];
     let mut rss_peak = 0u64;
     // Slow phase: ~1 s of small reads with pauses while the target writes flat out.
-    let slow_until = Instant::now() + Duration::from_secs(1);
-    let mut reads = 0u32;
-    while Instant::now() < slow_until && reads < 500 {
-        let n = stream.read(&mut buf[..1024]).unwrap();
-        assert!(n > 0, "early EOF");
-        verifier.check(&buf[..n]).unwrap();
-        reads += 1;
-        thread::sleep(Duration::from_millis(10));
-        if reads.is_multiple_of(20) {
-            rss_peak = rss_peak.max(proxy.rss_bytes());
-        }
-    }
+    read_slowly(&mut stream, &mut verifier, || rss_peak = rss_peak.max(proxy.rss_bytes()));
     let rss_slow = proxy.rss_bytes();
     rss_peak = rss_peak.max(rss_slow);
     // Fast phase: the rest at full speed, sampling now and then.

@@ -129,19 +129,10 @@ fn splice_slow_reader_keeps_proxy_memory_and_descriptors_bounded() {
     let mut rss_peak = rss_start;
     let mut pipes_peak = 0;
     // Slow phase: ~1 s of 1 KiB reads with pauses while the target writes flat out.
-    let slow_until = Instant::now() + Duration::from_secs(1);
-    let mut reads = 0u32;
-    while Instant::now() < slow_until && reads < 500 {
-        let n = stream.read(&mut buf[..1024]).unwrap();
-        assert!(n > 0, "early EOF");
-        verifier.check(&buf[..n]).unwrap();
-        reads += 1;
-        thread::sleep(Duration::from_millis(10));
-        if reads.is_multiple_of(20) {
-            rss_peak = rss_peak.max(proxy.rss_bytes());
-            pipes_peak = pipes_peak.max(fds_by_kind(proxy.pid()).1);
-        }
-    }
+    read_slowly(&mut stream, &mut verifier, || {
+        rss_peak = rss_peak.max(proxy.rss_bytes());
+        pipes_peak = pipes_peak.max(fds_by_kind(proxy.pid()).1);
+    });
     // The stalled direction holds a borrowed pipe (2 fds) beside the relay's 2 sockets; the
     // loop's pool may keep another, empty. (The copy path would open no pipe at all.)
     let (sockets_slow, pipes_slow) = fds_by_kind(proxy.pid());

@@ -502,6 +502,24 @@ pub fn read_and_verify(stream: &mut impl Read, seed: u64) -> Result<u64, String>
     }
 }
 
+/// A slow reader: about a second of 1 KiB reads with 10 ms pauses (500 at most), each checked
+/// by `verifier`, while the sender writes flat out; `sample` runs after every 20th read.
+pub fn read_slowly(stream: &mut impl Read, verifier: &mut Verifier, mut sample: impl FnMut()) {
+    let mut buf = [0u8; 1024];
+    let slow_until = Instant::now() + Duration::from_secs(1);
+    let mut reads = 0u32;
+    while Instant::now() < slow_until && reads < 500 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "early EOF");
+        verifier.check(&buf[..n]).unwrap();
+        reads += 1;
+        thread::sleep(Duration::from_millis(10));
+        if reads.is_multiple_of(20) {
+            sample();
+        }
+    }
+}
+
 /// Read until the stream ends by EOF or a reset, verifying what arrives is a prefix of stream
 /// `seed`; the number of bytes read. Any other error (a timeout: the relay hangs) panics.
 pub fn read_verified_prefix(stream: &mut impl Read, seed: u64) -> u64 {
