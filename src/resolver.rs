@@ -10,9 +10,9 @@
 //! about 13 KiB of resident memory (its stack and its malloc arena). Threads, once started,
 //! stay until the loop ends, so a busy proxy pays the spawn (tens of microseconds) once.
 //!
-//! Answers carry the connection's slab key *and* generation: a connection may close while its
-//! lookup is in flight and its key may be reused, so the loop drops answers whose generation
-//! no longer matches. Names that can never resolve (an empty label, a label over 63 bytes, a
+//! Answers carry the connection's slab key *and* its id: a connection may close while its
+//! lookup is in flight and its key may be reused, so the loop drops answers whose id no
+//! longer matches the connection at that key. Names that can never resolve (an empty label, a label over 63 bytes, a
 //! name over 253 bytes) are rejected by [`check_name`] before any lookup, so no query leaves
 //! the machine for them.
 
@@ -26,7 +26,7 @@ use std::thread;
 /// A name to resolve for a connection.
 pub struct Lookup {
     pub key: usize,
-    pub generation: u64,
+    pub conn: u64,
     pub host: String,
     pub port: u16,
 }
@@ -34,7 +34,7 @@ pub struct Lookup {
 /// The result of a [`Lookup`].
 pub struct Answer {
     pub key: usize,
-    pub generation: u64,
+    pub conn: u64,
     /// The name asked for (a UDP association resolves many names at once).
     pub host: String,
     pub result: io::Result<Vec<SocketAddr>>,
@@ -67,7 +67,7 @@ struct Pool {
 impl Resolver {
     /// A resolver that will start up to `max_threads` threads, as lookups need them, each
     /// waking `waker` after every answer. No thread starts here.
-    pub fn start(max_threads: usize, waker: Arc<mio::Waker>) -> Resolver {
+    pub fn new(max_threads: usize, waker: Arc<mio::Waker>) -> Resolver {
         let (lookup_tx, lookup_rx) = mpsc::channel::<Lookup>();
         let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
         let pool = Pool {
@@ -152,7 +152,7 @@ fn resolve_until_closed(queue: &Mutex<Receiver<Lookup>>, answers: &Sender<Answer
             return; // the loop dropped its sender: shut down
         };
         let result = (lookup.host.as_str(), lookup.port).to_socket_addrs().map(Iterator::collect);
-        let answer = Answer { key: lookup.key, generation: lookup.generation, host: lookup.host, result };
+        let answer = Answer { key: lookup.key, conn: lookup.conn, host: lookup.host, result };
         if answers.send(answer).is_err() {
             return;
         }
@@ -216,8 +216,8 @@ mod tests {
     fn resolves_localhost_off_thread() {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let resolver = Resolver::start(1, waker);
-        resolver.submit(Lookup { key: 4, generation: 2, host: "localhost".into(), port: 80 });
+        let resolver = Resolver::new(1, waker);
+        resolver.submit(Lookup { key: 4, conn: 2, host: "localhost".into(), port: 80 });
         let mut events = mio::Events::with_capacity(4);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let answer = loop {
@@ -227,7 +227,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "no answer in 10 s");
             poll.poll(&mut events, Some(std::time::Duration::from_millis(100))).unwrap();
         };
-        assert_eq!((answer.key, answer.generation), (4, 2));
+        assert_eq!((answer.key, answer.conn), (4, 2));
         let addrs = answer.result.expect("localhost resolves");
         assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80), "{addrs:?}");
     }
@@ -251,9 +251,9 @@ mod tests {
     fn threads_start_only_when_every_thread_is_busy() {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let resolver = Resolver::start(3, waker);
+        let resolver = Resolver::new(3, waker);
         assert_eq!(resolver.threads(), 0, "no thread before the first lookup");
-        let lookup = |key| Lookup { key, generation: 0, host: "localhost".into(), port: 1 };
+        let lookup = |key| Lookup { key, conn: 0, host: "localhost".into(), port: 1 };
 
         resolver.submit(lookup(1));
         assert_eq!(resolver.threads(), 1);

@@ -5,7 +5,7 @@
 //! moving a deadline later pushes nothing (the old entry fires early, sees the connection's
 //! real deadline is later, and re-arms once), and moving it earlier pushes a new entry that
 //! leaves the old one stale. A relay that moves bytes all day therefore costs one heap entry
-//! per idle period, not one per read. Entries carry the connection's generation so a fired
+//! per idle period, not one per read. Entries carry the connection's id so a fired
 //! entry never touches a connection that reused the slab key.
 
 use std::cmp::Reverse;
@@ -31,7 +31,7 @@ impl Deadline {
 struct Entry {
     at: Instant,
     key: usize,
-    generation: u64,
+    conn: u64,
 }
 
 /// The heap of pending deadlines.
@@ -42,11 +42,11 @@ pub struct Timers {
 
 impl Timers {
     /// Set the connection's deadline to `at`, pushing a heap entry only when needed.
-    pub fn set(&mut self, deadline: &mut Deadline, at: Instant, key: usize, generation: u64) {
+    pub fn set(&mut self, deadline: &mut Deadline, at: Instant, key: usize, conn: u64) {
         deadline.at = at;
         if deadline.scheduled.is_none_or(|scheduled| at < scheduled) {
             deadline.scheduled = Some(at);
-            self.heap.push(Reverse(Entry { at, key, generation }));
+            self.heap.push(Reverse(Entry { at, key, conn }));
         }
     }
 
@@ -60,12 +60,12 @@ impl Timers {
         self.heap.peek().map(|Reverse(entry)| entry.at)
     }
 
-    /// Pop one entry that is due at `now`: `(key, generation, entry_time)`.
+    /// Pop one entry that is due at `now`: `(key, conn, entry_time)`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64, Instant)> {
         match self.heap.peek() {
             Some(Reverse(entry)) if entry.at <= now => {
                 let Reverse(entry) = self.heap.pop()?;
-                Some((entry.key, entry.generation, entry.at))
+                Some((entry.key, entry.conn, entry.at))
             }
             _ => None,
         }
@@ -79,7 +79,7 @@ impl Timers {
         entry_at: Instant,
         now: Instant,
         key: usize,
-        generation: u64,
+        conn: u64,
     ) -> bool {
         if deadline.scheduled != Some(entry_at) {
             return false; // stale: a newer, earlier entry stands for this connection
@@ -89,7 +89,7 @@ impl Timers {
             return true;
         }
         let at = deadline.at;
-        self.set(deadline, at, key, generation);
+        self.set(deadline, at, key, conn);
         false
     }
 
@@ -118,14 +118,14 @@ mod tests {
         assert_eq!(timers.len(), 1, "moving later pushes nothing");
 
         let now = start + Duration::from_secs(1);
-        let (key, generation, at) = timers.pop_due(now).expect("due");
-        assert_eq!((key, generation), (3, 9));
-        assert!(!timers.check(&mut d, at, now, key, generation), "real deadline is later");
+        let (key, conn, at) = timers.pop_due(now).expect("due");
+        assert_eq!((key, conn), (3, 9));
+        assert!(!timers.check(&mut d, at, now, key, conn), "real deadline is later");
         assert_eq!(timers.next_timeout(now), Some(Duration::from_secs(98)));
 
         let now = start + Duration::from_secs(99);
-        let (key, generation, at) = timers.pop_due(now).expect("due");
-        assert!(timers.check(&mut d, at, now, key, generation));
+        let (key, conn, at) = timers.pop_due(now).expect("due");
+        assert!(timers.check(&mut d, at, now, key, conn));
     }
 
     #[test]

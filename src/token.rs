@@ -1,23 +1,30 @@
 //! The token scheme: how a `mio::Token` names the socket an event is for.
 //!
 //! ```text
-//!   Token(key << 2 | side)     side 0 = client, 1 = upstream, 2 = auxiliary
+//!   Token(key << 3 | 0)        the connection's client
+//!   Token(key << 3 | 1)        its auxiliary socket (a BIND listener, a UDP client-side socket)
+//!   Token(key << 3 | 2 + i)    its upstream slot i (0..6): connect attempts, the upstream
 //!   Token(usize::MAX)          the waker (resolver answers, shutdown)
 //!   Token(usize::MAX - 1 - i)  listener i
 //! ```
-//! `key` is the connection's slab key, so one slab entry owns up to three sockets and no
-//! map from token to socket is needed. The auxiliary slot is for the extra socket some
-//! commands own: the UDP relay socket of a UDP ASSOCIATE or the listener of a BIND.
-//! Slab keys stay far below `usize::MAX >> 2`, so the reserved tokens never collide.
+//! `key` is the connection's slab key, so one slab entry owns all of its sockets and no map
+//! from token to socket is needed. Several upstream slots exist so that a connection can keep
+//! several connect attempts in flight at once (each attempt its own token); the attempt that
+//! wins keeps its slot as the upstream. Slab keys stay far below `usize::MAX >> 3`, so the
+//! reserved tokens never collide.
 
 use mio::Token;
+
+/// How many upstream slots a connection has: the most connect attempts in flight at once.
+pub const UPSTREAM_SLOTS: u8 = 6;
 
 /// Which of a connection's sockets an event is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Client,
-    Upstream,
     Aux,
+    /// Upstream slot `0..UPSTREAM_SLOTS`.
+    Upstream(u8),
 }
 
 /// What a token refers to.
@@ -28,7 +35,7 @@ pub enum Target {
     Conn(usize, Side),
 }
 
-const SIDE_BITS: u32 = 2;
+const SIDE_BITS: u32 = 3;
 /// Listener indices live just below the waker; this many are reserved.
 pub const MAX_LISTENERS: usize = 256;
 
@@ -42,8 +49,11 @@ pub fn listener(index: usize) -> Token {
 pub fn conn(key: usize, side: Side) -> Token {
     let side_bits = match side {
         Side::Client => 0,
-        Side::Upstream => 1,
-        Side::Aux => 2,
+        Side::Aux => 1,
+        Side::Upstream(slot) => {
+            debug_assert!(slot < UPSTREAM_SLOTS);
+            2 + usize::from(slot)
+        }
     };
     Token(key << SIDE_BITS | side_bits)
 }
@@ -59,8 +69,8 @@ pub fn decode(token: Token) -> Target {
     }
     let side = match raw & ((1 << SIDE_BITS) - 1) {
         0 => Side::Client,
-        1 => Side::Upstream,
-        _ => Side::Aux,
+        1 => Side::Aux,
+        n => Side::Upstream((n - 2) as u8),
     };
     Target::Conn(raw >> SIDE_BITS, side)
 }
@@ -71,8 +81,9 @@ mod tests {
 
     #[test]
     fn round_trips() {
+        let sides = [Side::Client, Side::Aux].into_iter().chain((0..UPSTREAM_SLOTS).map(Side::Upstream));
         for key in [0, 1, 7, 9_000, 1 << 40] {
-            for side in [Side::Client, Side::Upstream, Side::Aux] {
+            for side in sides.clone() {
                 assert_eq!(decode(conn(key, side)), Target::Conn(key, side));
             }
         }

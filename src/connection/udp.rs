@@ -1,4 +1,5 @@
-//! UDP ASSOCIATE (RFC 1928 §7): one association's sockets and datagram handling.
+//! The `UdpAssociated` phase (UDP ASSOCIATE, RFC 1928 §7): one association's sockets and
+//! datagram handling, until the TCP control connection closes.
 //!
 //! Each association owns two UDP sockets, never shared with another client:
 //!
@@ -6,7 +7,7 @@
 //!   its address is what the reply to UDP ASSOCIATE advertises. Only datagrams from the
 //!   client's IP (and from the port it named, when it named one) are accepted; the rest are
 //!   counted and dropped.
-//! * the **upstream side** (token side `Upstream`), bound to the outbound address, from which
+//! * the **upstream side** (token side `Upstream(0)`), bound to the outbound address, from which
 //!   payloads go to targets and replies come back. Keeping it separate means a target can
 //!   never inject datagrams that look as if they came from the client, and an IPv4 client can
 //!   still reach IPv6 targets.
@@ -18,15 +19,18 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
-use mio::net::UdpSocket;
-use mio::{Interest, Registry};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::acl::{self, Rules};
-use crate::protocol::{TargetAddr, encode_udp_header, parse_udp_header};
+use crate::net::{Datagram, DatagramBind, End, Net, ReadOutcome, Readiness};
+use crate::protocol::{Reply, TargetAddr, encode_udp_header, parse_udp_header};
+use crate::relay::Outbox;
 use crate::resolver::{self, Lookup, NameCheck, Resolver};
-use crate::token::{self, Side};
+use crate::timer::Deadline;
+use crate::token::Side;
+
+use super::policy::command_reply;
+use super::{CloseReason, Ctx, Outcome, Phase, Summary, reject};
 
 /// Room kept in front of a received datagram for the header added on the way to the client
 /// (the longest, for an IPv6 source, is 22 bytes).
@@ -55,62 +59,156 @@ enum Name {
     Failed,
 }
 
-/// The sockets and state of one UDP association.
-pub struct UdpAssociation {
-    client_side: UdpSocket,
-    upstream_side: UdpSocket,
+/// The sockets and state of one UDP association, and the reply still to deliver.
+pub struct UdpAssociated<D> {
+    client_side: End<D>,
+    upstream_side: End<D>,
     client_ip: IpAddr,
     /// Fixed by a non-zero DST.PORT in the request, or learned from the first datagram.
     client_port: Option<u16>,
     names: HashMap<String, Name>,
     header: Vec<u8>,
-    pub stats: UdpStats,
+    stats: UdpStats,
+    /// The reply (and any earlier handshake reply) not yet written to the client.
+    out: Outbox,
 }
 
 /// The result of handling a batch of datagrams.
-pub enum Handled {
+enum Handled {
     Done,
     /// The budget ran out with datagrams possibly left: come back soon.
     More,
 }
 
-impl UdpAssociation {
-    /// Open both sockets. `local_ip` is the address the client's TCP connection reached;
-    /// `bind_out` the outbound address, if one is configured.
-    pub fn open(
-        local_ip: IpAddr,
-        client_ip: IpAddr,
-        client_port: Option<u16>,
-        bind_out: Option<IpAddr>,
-    ) -> io::Result<UdpAssociation> {
-        let client_side = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
-        let upstream_side = match bind_out {
-            Some(ip) => UdpSocket::bind(SocketAddr::new(ip, 0))?,
-            None => bind_dual_stack()?,
-        };
-        Ok(UdpAssociation {
-            client_side,
-            upstream_side,
-            client_ip: acl::canonical(client_ip),
-            client_port,
-            names: HashMap::new(),
-            header: Vec::with_capacity(HEADER_ROOM),
-            stats: UdpStats::default(),
-        })
+/// Open this association's own sockets and reply with the relay address.
+///
+/// `client_port` is DST.PORT: if not 0, the port the client will send from. Its IP is always
+/// the TCP peer's (a DST.ADDR from behind NAT would be wrong, and trusting it would let a
+/// client aim the relay at someone else).
+pub fn begin<N: Net>(
+    client_port: u16,
+    mut out: Outbox,
+    client: &End<N::Stream>,
+    ctx: &mut Ctx<'_, N>,
+    summary: &mut Summary,
+) -> Outcome<N> {
+    let client_port = Some(client_port).filter(|&p| p != 0);
+    let local = match crate::net::Stream::local_addr(&client.socket) {
+        Ok(local) => local,
+        Err(e) => {
+            log::warn!("conn {}: {e}", ctx.conn);
+            return reject(summary, out, Reply::GeneralFailure);
+        }
+    };
+    // The client side listens where the client reached us; the upstream side leaves from
+    // `--bind-out`, or from anywhere, dual-stack.
+    let upstream_at =
+        ctx.config.bind_out.map_or(DatagramBind::DualStack, |ip| DatagramBind::At(SocketAddr::new(ip, 0)));
+    let opened = ctx
+        .net
+        .bind_datagram(DatagramBind::At(SocketAddr::new(local.ip(), 0)), ctx.socket_id(Side::Aux))
+        .and_then(|client_side| {
+            let upstream_side = ctx.net.bind_datagram(upstream_at, ctx.socket_id(Side::Upstream(0)))?;
+            Ok((client_side, upstream_side))
+        });
+    let (client_side, upstream_side) = match opened {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            log::warn!("conn {}: cannot open UDP relay: {e}", ctx.conn);
+            return reject(summary, out, Reply::GeneralFailure);
+        }
+    };
+    let mut advertised = client_side.local_addr().ok();
+    if let (Some(addr), Some(ip)) = (advertised.as_mut(), ctx.config.udp_advertise) {
+        addr.set_ip(ip);
+    }
+    out.queue(&command_reply(summary.dialect, Reply::Succeeded, advertised));
+    summary.reply = Some(Reply::Succeeded);
+    Outcome::Go(Phase::UdpAssociated(Box::new(UdpAssociated {
+        client_side: End::new(client_side, Readiness::BOTH),
+        upstream_side: End::new(upstream_side, Readiness::BOTH),
+        client_ip: acl::canonical(summary.client_addr.ip()),
+        client_port,
+        names: HashMap::new(),
+        header: Vec::with_capacity(HEADER_ROOM),
+        stats: UdpStats::default(),
+        out,
+    })))
+}
+
+impl<D: Datagram> UdpAssociated<D> {
+    pub fn on_client_side_ready(&mut self, news: Readiness) {
+        self.client_side.ready.add(news);
     }
 
-    pub fn register(&mut self, registry: &Registry, key: usize) -> io::Result<()> {
-        registry.register(&mut self.client_side, token::conn(key, Side::Aux), Interest::READABLE)?;
-        registry.register(&mut self.upstream_side, token::conn(key, Side::Upstream), Interest::READABLE)
+    pub fn on_upstream_ready(&mut self, news: Readiness) {
+        self.upstream_side.ready.add(news);
     }
 
-    /// The client-side socket's address: what the UDP ASSOCIATE reply advertises.
-    pub fn relay_addr(&self) -> io::Result<SocketAddr> {
-        self.client_side.local_addr()
+    pub fn buffered_bytes(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// The datagram counters, as one log line.
+    pub fn log_stats(&self, conn: u64) {
+        let s = self.stats;
+        log::info!(
+            "conn {conn}: UDP datagrams to targets {} to client {}; dropped: fragmented {} foreign {} denied {} other {}",
+            s.to_targets,
+            s.to_client,
+            s.dropped_fragmented,
+            s.dropped_foreign,
+            s.dropped_denied,
+            s.dropped_other
+        );
+    }
+
+    /// Relay datagrams both ways; the TCP connection only signals the end.
+    pub fn drive<N: Net<Datagram = D>>(
+        &mut self,
+        client: &mut End<N::Stream>,
+        deadline: &mut Deadline,
+        ctx: &mut Ctx<'_, N>,
+    ) -> Outcome<N> {
+        if self.out.flush(client).is_err() {
+            return Outcome::Close(CloseReason::ClientWriteFailed);
+        }
+        // RFC 1928 §7: the association ends when its TCP connection does. Anything the
+        // client sends on it is meaningless and discarded.
+        let mut discard = [0u8; 256];
+        loop {
+            match client.read(&mut discard) {
+                ReadOutcome::Data(_) => {}
+                ReadOutcome::WouldBlock => break,
+                ReadOutcome::Eof => return Outcome::Close(CloseReason::UdpEndedByClient),
+                ReadOutcome::Failed(_) => return Outcome::Close(CloseReason::UdpControlFailed),
+            }
+        }
+        let mut more = false;
+        let mut active = false;
+        if self.client_side.ready.readable {
+            active = true;
+            let id = (ctx.key, ctx.conn);
+            match self.relay_from_client(ctx.scratch, &ctx.config.rules, ctx.resolver, id) {
+                Handled::Done => self.client_side.ready.readable = false,
+                Handled::More => more = true,
+            }
+        }
+        if self.upstream_side.ready.readable {
+            active = true;
+            match self.relay_from_targets(ctx.scratch) {
+                Handled::Done => self.upstream_side.ready.readable = false,
+                Handled::More => more = true,
+            }
+        }
+        if active {
+            ctx.rearm(deadline, ctx.config.idle_timeout);
+        }
+        if more { Outcome::Again } else { Outcome::Wait }
     }
 
     /// Relay datagrams from the client to their targets.
-    pub fn from_client(
+    fn relay_from_client(
         &mut self,
         scratch: &mut [u8],
         rules: &Rules,
@@ -118,7 +216,7 @@ impl UdpAssociation {
         lookup_id: (usize, u64),
     ) -> Handled {
         for _ in 0..DATAGRAM_BUDGET {
-            let (len, from) = match receive(&self.client_side, scratch, &mut self.stats) {
+            let (len, from) = match receive(&self.client_side.socket, scratch, &mut self.stats) {
                 Received::Datagram(len, from) => (len, from),
                 Received::Empty => return Handled::Done,
                 Received::Skip => continue,
@@ -154,14 +252,14 @@ impl UdpAssociation {
     }
 
     /// Relay datagrams from targets back to the client, each behind a header naming its source.
-    pub fn from_targets(&mut self, scratch: &mut [u8]) -> Handled {
+    fn relay_from_targets(&mut self, scratch: &mut [u8]) -> Handled {
         for _ in 0..DATAGRAM_BUDGET {
-            let (len, from) = match receive(&self.upstream_side, &mut scratch[HEADER_ROOM..], &mut self.stats)
-            {
-                Received::Datagram(len, from) => (len, from),
-                Received::Empty => return Handled::Done,
-                Received::Skip => continue,
-            };
+            let (len, from) =
+                match receive(&self.upstream_side.socket, &mut scratch[HEADER_ROOM..], &mut self.stats) {
+                    Received::Datagram(len, from) => (len, from),
+                    Received::Empty => return Handled::Done,
+                    Received::Skip => continue,
+                };
             let Some(client_port) = self.client_port else {
                 // The client has not sent anything yet, so we do not know where it listens.
                 self.stats.dropped_other += 1;
@@ -174,7 +272,7 @@ impl UdpAssociation {
             let start = HEADER_ROOM - self.header.len();
             scratch[start..HEADER_ROOM].copy_from_slice(&self.header);
             let client = SocketAddr::new(self.client_ip, client_port);
-            match self.client_side.send_to(&scratch[start..HEADER_ROOM + len], client) {
+            match self.client_side.socket.send_to(&scratch[start..HEADER_ROOM + len], client) {
                 Ok(_) => self.stats.to_client += 1,
                 Err(_) => self.stats.dropped_other += 1,
             }
@@ -229,7 +327,7 @@ impl UdpAssociation {
         payload: &[u8],
         rules: &Rules,
         resolver: &Resolver,
-        (key, generation): (usize, u64),
+        (key, conn): (usize, u64),
     ) {
         match self.names.get_mut(&host) {
             Some(Name::Resolved(ips)) => {
@@ -254,14 +352,14 @@ impl UdpAssociation {
                     }
                 }
                 self.names.insert(host.clone(), Name::Resolving(vec![(port, payload.to_vec())]));
-                resolver.submit(Lookup { key, generation, host, port });
+                resolver.submit(Lookup { key, conn, host, port });
             }
         }
     }
 
     /// The first resolved address the rules allow and the upstream socket can reach.
     fn pick_address(&self, ips: &[IpAddr], port: u16, rules: &Rules) -> Option<SocketAddr> {
-        let v4_only = self.upstream_side.local_addr().is_ok_and(|a| a.is_ipv4());
+        let v4_only = self.upstream_side.socket.local_addr().is_ok_and(|a| a.is_ipv4());
         ips.iter()
             .map(|&ip| SocketAddr::new(ip, port))
             .filter(|addr| !v4_only || addr.is_ipv4())
@@ -270,13 +368,13 @@ impl UdpAssociation {
 
     fn send_payload(&mut self, payload: &[u8], addr: SocketAddr) {
         // A dual-stack IPv6 socket reaches IPv4 targets through mapped addresses.
-        let addr = match (self.upstream_side.local_addr(), addr.ip()) {
+        let addr = match (self.upstream_side.socket.local_addr(), addr.ip()) {
             (Ok(local), IpAddr::V4(v4)) if local.is_ipv6() => {
                 SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port())
             }
             _ => addr,
         };
-        match self.upstream_side.send_to(payload, addr) {
+        match self.upstream_side.socket.send_to(payload, addr) {
             Ok(_) => self.stats.to_targets += 1,
             Err(_) => self.stats.dropped_other += 1,
         }
@@ -290,7 +388,7 @@ enum Received {
     Skip,
 }
 
-fn receive(socket: &UdpSocket, buf: &mut [u8], stats: &mut UdpStats) -> Received {
+fn receive(socket: &impl Datagram, buf: &mut [u8], stats: &mut UdpStats) -> Received {
     match socket.recv_from(buf) {
         Ok((len, from)) => Received::Datagram(len, from),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::Empty,
@@ -301,19 +399,5 @@ fn receive(socket: &UdpSocket, buf: &mut [u8], stats: &mut UdpStats) -> Received
             stats.dropped_other += 1;
             Received::Skip
         }
-    }
-}
-
-/// An IPv6 socket that also speaks IPv4 (through mapped addresses), or IPv4 alone where
-/// the host has no IPv6.
-fn bind_dual_stack() -> io::Result<UdpSocket> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM.nonblocking(), None);
-    match socket {
-        Ok(socket) => {
-            socket.set_only_v6(false)?;
-            socket.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).into())?;
-            Ok(UdpSocket::from_std(socket.into()))
-        }
-        Err(_) => UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ## Why it helps
 //!
-//! The copy path ([`crate::relay`]) moves every byte twice across the user/kernel boundary:
+//! The copy path ([`super`]) moves every byte twice across the user/kernel boundary:
 //! `read` copies it from the source socket's receive queue into the scratch buffer, `write`
 //! copies it into the destination's send queue. `splice` moves *page references* instead:
 //! splicing from a TCP socket into a pipe hands the pipe the pages that hold the received
@@ -32,9 +32,9 @@
 //!
 //! ## Edge-triggered subtleties
 //!
-//! The readiness rules are exactly those of [`crate::relay::pump`]: an event sets a
-//! [`Readiness`] flag, only `EAGAIN` clears it, and the source is not read while bytes wait
-//! for the destination. Two things are special here:
+//! The readiness rules are those of the one relay pump ([`super::pump`]): an event sets a
+//! readiness flag, only `EAGAIN` clears it, and the source is not read while bytes wait for
+//! the destination. Three things are special here:
 //!
 //! * **A pipe is never registered with epoll.** It needs no events: it is filled only by us
 //!   (splice in) and drained only by us (splice out), synchronously, in the same pump call.
@@ -44,23 +44,28 @@
 //! * **`EAGAIN` from a splice into a pipe is ambiguous**: it means "the socket has nothing" or
 //!   "the pipe is full". We only splice in when the pipe is empty, so it can only mean the
 //!   former, and clearing the source's readable flag stays correct.
+//! * **A short splice proves nothing.** A pipe has 16 slots, one per page fragment, and can
+//!   fill before the asked length, so a splice that moved less than asked does not mean the
+//!   socket is empty: the short-read rule of the copy path is not applied here.
 //!
 //! Bytes queued in user space before relaying began (the SOCKS reply, early payload sent with
-//! the request) live in the direction's [`relay::Pipe`] and are flushed before anything is
-//! spliced, so order is kept. The same `relay::Pipe` also carries the direction's EOF,
-//! half-close and byte-count state, so both paths share one bookkeeping.
+//! the request) wait in the direction's backlog and are flushed before anything is spliced,
+//! so order is kept. The direction ([`super::Direction`]) also carries the EOF, half-close
+//! and byte-count state, so both paths share one bookkeeping. The pool is owned by the event
+//! loop and lent to each pump ([`super::Movers`]), like the scratch buffer.
 //!
 //! Splicing into a socket whose peer is gone raises `SIGPIPE` like `write` does (the kernel
 //! does not pass `MSG_NOSIGNAL` here); Rust programs ignore `SIGPIPE` by default, so it
 //! surfaces as `EPIPE`, an error that closes the relay.
 
-use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::relay::{self, Pipe, Stream};
-use crate::sockio::{Io, Readiness};
+use super::Moved;
+use crate::net::{End, ReadOutcome, Stream};
 
 /// Most pipes (lent and pooled) that may exist in one process, before division between
 /// workers: 512 descriptors and at most 16 MiB of waiting data.
@@ -71,42 +76,71 @@ const PIPE_CAPACITY: usize = 64 * 1024;
 /// borrowed them, so a handful covers any number of busy relays on one thread.
 const POOL_KEEP: usize = 16;
 
-/// One kernel pipe: the read end and the write end.
+/// One kernel pipe: the read end and the write end. Counts itself in its pool's `open`
+/// while it exists, wherever it is (pooled, lent, or closed with a relay that held it).
 #[derive(Debug)]
 struct KernelPipe {
     read: OwnedFd,
     write: OwnedFd,
-}
-
-impl KernelPipe {
-    fn open() -> io::Result<KernelPipe> {
-        let (read, write) = pipe2()?;
-        OPEN.with(|n| n.set(n.get() + 1));
-        Ok(KernelPipe { read, write })
-    }
+    open: Arc<AtomicUsize>,
 }
 
 impl Drop for KernelPipe {
     fn drop(&mut self) {
-        // `OPEN` has no destructor, so it is reachable even while the thread is exiting.
-        let _ = OPEN.try_with(|n| n.set(n.get().saturating_sub(1)));
+        self.open.fetch_sub(1, Ordering::Relaxed);
         // The two OwnedFds close themselves after this.
     }
 }
 
-/// One event loop's pool of empty pipes, and how many pipes may exist.
-struct Pool {
+/// One event loop's pipes: the empty ones kept for reuse, and how many may exist. Owned by
+/// the loop and lent to a pump through [`super::Movers`].
+#[derive(Debug)]
+pub struct PipePool {
     free: Vec<KernelPipe>,
-    /// Most pipes this thread may have open (lent + free); 0 until first computed.
+    /// Most pipes this loop may have open (lent + free).
     limit: usize,
+    /// Pipes of this pool that exist right now. An atomic only because a pipe dropped with
+    /// its connection must count itself out; only the loop's thread ever touches it.
+    open: Arc<AtomicUsize>,
 }
 
-thread_local! {
-    // Thread-local because each event loop is one thread: this is the loop's own pool,
-    // shared by its connections and by nobody else, and no lock is needed.
-    static POOL: RefCell<Pool> = const { RefCell::new(Pool { free: Vec::new(), limit: 0 }) };
-    /// Pipes open on this thread, lent or pooled.
-    static OPEN: Cell<usize> = const { Cell::new(0) };
+impl PipePool {
+    /// A pool for one of `workers` loops in a process whose fd limit is `nofile`.
+    pub fn new(nofile: u64, workers: usize) -> PipePool {
+        PipePool::with_limit(pipes_per_loop(nofile, workers))
+    }
+
+    fn with_limit(limit: usize) -> PipePool {
+        PipePool { free: Vec::new(), limit, open: Arc::default() }
+    }
+
+    /// Borrow an empty pipe: a pooled one, else a new one if the limit allows. `None` means
+    /// "copy this time" (limit reached, or no descriptors left).
+    fn take(&mut self) -> Option<KernelPipe> {
+        if let Some(pipe) = self.free.pop() {
+            return Some(pipe);
+        }
+        if self.open.load(Ordering::Relaxed) >= self.limit {
+            return None;
+        }
+        match pipe2() {
+            Ok((read, write)) => {
+                self.open.fetch_add(1, Ordering::Relaxed);
+                Some(KernelPipe { read, write, open: Arc::clone(&self.open) })
+            }
+            Err(e) => {
+                log::debug!("no pipe for splice ({e}); copying instead");
+                None
+            }
+        }
+    }
+
+    /// Return an empty pipe: pooled for the next borrower, or closed if the pool is full.
+    fn give_back(&mut self, pipe: KernelPipe) {
+        if self.free.len() < POOL_KEEP {
+            self.free.push(pipe);
+        }
+    }
 }
 
 /// How many pipes one event loop may have: [`PIPES_PER_PROCESS`], or a sixteenth of the
@@ -117,201 +151,91 @@ fn pipes_per_loop(nofile: u64, workers: usize) -> usize {
     (per_process / workers.max(1)).max(2)
 }
 
-/// Borrow an empty pipe: a pooled one, else a new one if the limit allows. `None` means
-/// "use the copy path this time" (limit reached, or no descriptors left).
-fn take(workers: usize) -> Option<KernelPipe> {
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if let Some(pipe) = pool.free.pop() {
-            return Some(pipe);
-        }
-        if pool.limit == 0 {
-            pool.limit = pipes_per_loop(crate::limits::nofile_limit(), workers);
-        }
-        if OPEN.with(Cell::get) >= pool.limit {
-            return None;
-        }
-        match KernelPipe::open() {
-            Ok(pipe) => Some(pipe),
-            Err(e) => {
-                log::debug!("no pipe for splice ({e}); copying instead");
-                None
-            }
-        }
-    })
-}
-
-/// Return an empty pipe: pooled for the next borrower, or closed if the pool is full.
-fn give_back(pipe: KernelPipe) {
-    let _ = POOL.try_with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.free.len() < POOL_KEEP {
-            pool.free.push(pipe);
-        }
-    });
-}
-
 /// The splice state of one relay direction: the borrowed pipe, if any, and how many bytes
-/// sit in it. Lives beside the direction's [`relay::Pipe`].
+/// sit in it. Lives in the direction ([`super::Direction`]).
 #[derive(Debug, Default)]
-pub struct Spliced {
-    kernel: Option<KernelPipe>,
-    /// Bytes spliced into `kernel` and not yet out of it.
+pub struct Parked {
+    pipe: Option<KernelPipe>,
+    /// Bytes spliced into `pipe` and not yet out of it.
     held: u32,
 }
 
-impl Spliced {
+impl Parked {
     /// Bytes wait in the kernel pipe for the destination (so the source is not read).
-    pub fn has_pending(&self) -> bool {
+    pub fn has_bytes(&self) -> bool {
         self.held > 0
     }
 
-    /// Whether this direction holds a pipe right now (tests and accounting).
+    /// Whether this direction holds a pipe right now.
+    #[cfg(test)]
     pub fn holds_pipe(&self) -> bool {
-        self.kernel.is_some()
+        self.pipe.is_some()
+    }
+
+    /// Make sure a pipe is borrowed; `false` if none can be had (copy instead).
+    pub(super) fn borrow_pipe(&mut self, pool: &mut PipePool) -> bool {
+        if self.pipe.is_none() {
+            self.pipe = pool.take();
+        }
+        self.pipe.is_some()
     }
 
     /// Give the pipe back if it is empty: an idle direction holds no descriptors.
-    fn release_if_empty(&mut self) {
+    pub(super) fn release_if_empty(&mut self, pool: &mut PipePool) {
         if self.held == 0
-            && let Some(pipe) = self.kernel.take()
+            && let Some(pipe) = self.pipe.take()
         {
-            give_back(pipe);
+            pool.give_back(pipe);
         }
     }
 
-    /// Splice the pipe's bytes into `dst` until it is empty or `dst` would block.
-    fn drain(
-        &mut self,
-        dst: BorrowedFd<'_>,
-        dst_ready: &mut Readiness,
-        delivered: &mut u64,
-    ) -> io::Result<bool> {
-        let mut moved = false;
-        while self.held > 0 && dst_ready.writable {
-            let Some(pipe) = &self.kernel else { unreachable!("bytes held without a pipe") };
-            match splice(pipe.read.as_fd(), dst, self.held as usize) {
-                Io::Done(n) => {
+    /// Splice from the source into the (empty, borrowed) pipe. The pump's next flush drains
+    /// it into the destination.
+    pub(super) fn fill_from<S: Stream>(&mut self, src: &mut End<S>, budget: usize) -> Moved {
+        let Some(pipe) = &self.pipe else { return Moved::Failed(io::Error::other("no pipe borrowed")) };
+        match splice(src.socket.as_fd(), pipe.write.as_fd(), PIPE_CAPACITY.min(budget)) {
+            ReadOutcome::Data(n) => {
+                // n <= PIPE_CAPACITY: fits.
+                self.held = n as u32;
+                // A splice cannot tell whether it emptied the socket (the pipe may have run
+                // out of slots first), so it never claims `drained`.
+                Moved::Some { read: n, drained: false }
+            }
+            ReadOutcome::WouldBlock => {
+                // The pipe is empty, so EAGAIN can only mean the socket has nothing.
+                src.ready.readable = false;
+                Moved::WouldBlock
+            }
+            ReadOutcome::Eof => Moved::Eof,
+            ReadOutcome::Failed(e) => Moved::Failed(e),
+        }
+    }
+
+    /// Splice the pipe's bytes into `dst` until it is empty or `dst` would block. Returns
+    /// how many bytes left the pipe.
+    pub(super) fn drain<D: Stream>(&mut self, dst: &mut End<D>) -> io::Result<usize> {
+        let mut moved = 0;
+        while self.held > 0 && dst.ready.writable {
+            let Some(pipe) = &self.pipe else { return Err(io::Error::other("bytes held without a pipe")) };
+            match splice(pipe.read.as_fd(), dst.socket.as_fd(), self.held as usize) {
+                ReadOutcome::Data(n) => {
                     // n <= held <= PIPE_CAPACITY: the cast cannot truncate.
                     self.held -= n as u32;
-                    *delivered += n as u64;
-                    moved = true;
+                    moved += n;
                 }
-                Io::WouldBlock => dst_ready.writable = false,
+                ReadOutcome::WouldBlock => dst.ready.writable = false,
                 // The pipe had bytes, so 0 cannot mean "empty": treat as a broken destination.
-                Io::Eof => return Err(io::ErrorKind::WriteZero.into()),
-                Io::Failed(e) => return Err(e),
+                ReadOutcome::Eof => return Err(io::ErrorKind::WriteZero.into()),
+                ReadOutcome::Failed(e) => return Err(e),
             }
         }
         Ok(moved)
     }
 }
 
-/// Both directions of one relay. Lives in the connection; holds no pipe while idle.
-#[derive(Debug, Default)]
-pub struct SplicePipes {
-    pub to_upstream: Spliced,
-    pub to_client: Spliced,
-}
-
-/// Move bytes from `src` to `dst` through a kernel pipe, with exactly the semantics of
-/// [`relay::pump`]: until one side would block, the source ends, or `budget` bytes have
-/// been read. `pipe` holds the direction's queued user-space bytes (flushed first) and its
-/// EOF / half-close / byte-count state; `spliced` its kernel pipe. `scratch` is used only
-/// when no pipe is available and this pump falls back to copying.
-///
-/// Returns whether any progress was made; an error means the relay is broken.
-#[allow(clippy::too_many_arguments)] // relay::pump's arguments plus the kernel pipe
-pub fn pump<S: Stream + AsFd, D: Stream + AsFd>(
-    src: &mut S,
-    src_ready: &mut Readiness,
-    dst: &mut D,
-    dst_ready: &mut Readiness,
-    pipe: &mut Pipe,
-    spliced: &mut Spliced,
-    scratch: &mut [u8],
-    budget: &mut usize,
-    workers: usize,
-) -> io::Result<bool> {
-    let result = pump_inner(src, src_ready, dst, dst_ready, pipe, spliced, scratch, budget, workers);
-    // Whatever happened, an empty pipe goes back to the pool (on error the relay closes and
-    // a pipe still holding bytes is closed with it).
-    if result.is_ok() {
-        spliced.release_if_empty();
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn pump_inner<S: Stream + AsFd, D: Stream + AsFd>(
-    src: &mut S,
-    src_ready: &mut Readiness,
-    dst: &mut D,
-    dst_ready: &mut Readiness,
-    pipe: &mut Pipe,
-    spliced: &mut Spliced,
-    scratch: &mut [u8],
-    budget: &mut usize,
-    workers: usize,
-) -> io::Result<bool> {
-    let mut progress = false;
-    // Each pass either splices at least one byte in (spending budget) or returns, so the
-    // loop ends within budget + 2 passes.
-    loop {
-        // 1. User-space bytes first (the SOCKS reply, early payload, a copy fallback's rest).
-        progress |= pipe.flush(dst, dst_ready)?;
-        if pipe.has_pending() {
-            return Ok(progress);
-        }
-        // 2. Then what waits in the kernel pipe. While any remains, do not read the source:
-        //    that is the backpressure, as on the copy path.
-        progress |= spliced.drain(dst.as_fd(), dst_ready, &mut pipe.delivered)?;
-        if spliced.has_pending() {
-            return Ok(progress);
-        }
-        // 3. Source ended and everything is delivered: half-close the destination, once.
-        if pipe.eof {
-            return Ok(pipe.half_close_once(dst)? || progress);
-        }
-        if !src_ready.readable || *budget == 0 {
-            return Ok(progress);
-        }
-        // 4. Borrow a pipe, or copy this time if none can be had.
-        if spliced.kernel.is_none() {
-            match take(workers) {
-                Some(kernel) => spliced.kernel = Some(kernel),
-                None => {
-                    let copied = relay::pump(src, src_ready, dst, dst_ready, pipe, scratch, budget)?;
-                    return Ok(progress | copied);
-                }
-            }
-        }
-        let Some(kernel) = &spliced.kernel else { unreachable!("pipe borrowed above") };
-        // 5. Splice the source into the (empty) pipe; the next pass drains it into dst.
-        match splice(src.as_fd(), kernel.write.as_fd(), PIPE_CAPACITY.min(*budget)) {
-            Io::Done(n) => {
-                progress = true;
-                *budget -= n;
-                // n <= PIPE_CAPACITY: fits.
-                spliced.held = n as u32;
-            }
-            Io::WouldBlock => {
-                // The pipe is empty, so EAGAIN can only mean the socket has nothing.
-                src_ready.readable = false;
-                return Ok(progress);
-            }
-            Io::Eof => {
-                pipe.eof = true;
-                progress = true;
-            }
-            Io::Failed(e) => return Err(e),
-        }
-    }
-}
-
 /// `splice(2)` up to `len` bytes from `from` to `to` (one of them a pipe), nonblocking,
-/// sorted like [`crate::sockio`] sorts reads: 0 is end-of-stream, `EAGAIN` is "not ready".
-fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Io {
+/// sorted like a read: 0 is end-of-stream, `EAGAIN` is "not ready".
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> ReadOutcome {
     loop {
         // SAFETY: both descriptors are borrowed, so they stay open for the whole call; the
         // offsets are null (required for pipes and sockets: use the stream position), and no
@@ -327,16 +251,16 @@ fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Io {
             )
         };
         if n > 0 {
-            return Io::Done(n as usize);
+            return ReadOutcome::Data(n as usize);
         }
         if n == 0 {
-            return Io::Eof;
+            return ReadOutcome::Eof;
         }
         let e = io::Error::last_os_error();
         match e.kind() {
             io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Io::WouldBlock,
-            _ => return Io::Failed(e),
+            io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+            _ => return ReadOutcome::Failed(e),
         }
     }
 }
@@ -355,64 +279,108 @@ fn pipe2() -> io::Result<(OwnedFd, OwnedFd)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Direction, Movers, Outbox, pump};
     use super::*;
+    use crate::connect::Progress;
+    use crate::net::Readiness;
     use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::net::{Shutdown, SocketAddr, TcpStream};
     use std::time::Duration;
 
     impl Stream for TcpStream {
         fn shutdown_write(&self) -> io::Result<()> {
             self.shutdown(Shutdown::Write)
         }
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            TcpStream::local_addr(self)
+        }
+        fn take_error(&self) -> io::Result<Option<io::Error>> {
+            TcpStream::take_error(self)
+        }
+        fn connect_progress(&self) -> Progress {
+            Progress::Connected
+        }
     }
 
-    /// A connected loopback TCP pair: (the end the proxy uses, nonblocking; the peer, blocking
-    /// with a timeout).
+    /// Socket buffers of the rig, pinned: with autotuning a loopback receive buffer can grow
+    /// to `tcp_rmem`'s maximum (32 MiB on some kernels), and a test that must see the
+    /// sender pushed back has to know how much the path can hold.
+    const PINNED_BUF: usize = 64 * 1024;
+
+    fn pinned(domain: socket2::Domain) -> socket2::Socket {
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(PINNED_BUF).unwrap();
+        socket.set_send_buffer_size(PINNED_BUF).unwrap();
+        socket
+    }
+
+    /// A connected loopback TCP pair with pinned buffers: (the end the proxy uses,
+    /// nonblocking; the peer, blocking with a timeout).
     fn tcp_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let listener = pinned(socket2::Domain::IPV4);
+        listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        listener.listen(1).unwrap();
+        let peer = pinned(socket2::Domain::IPV4);
+        peer.connect(&listener.local_addr().unwrap()).unwrap();
+        // Accepted sockets inherit the listener's buffer sizes.
         let (ours, _) = listener.accept().unwrap();
+        let (ours, peer): (TcpStream, TcpStream) = (ours.into(), peer.into());
         ours.set_nonblocking(true).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         (ours, peer)
     }
 
-    fn ready() -> Readiness {
-        Readiness::BOTH
+    /// Most bytes the rig's path can hold while nobody reads the destination: each socket
+    /// buffer (the kernel doubles the asked size for bookkeeping) and one pipe.
+    fn path_capacity(rig: &Rig) -> usize {
+        let sizes = [&rig.src_peer, &rig.src.socket, &rig.dst.socket, &rig.dst_peer].map(|s| {
+            let s = socket2::SockRef::from(s);
+            s.recv_buffer_size().unwrap() + s.send_buffer_size().unwrap()
+        });
+        sizes.iter().sum::<usize>() + PIPE_CAPACITY
     }
 
     /// A relay direction under test: src (fed by src_peer) → dst (read by dst_peer).
     struct Rig {
-        src: TcpStream,
+        src: End<TcpStream>,
         src_peer: TcpStream,
-        dst: TcpStream,
+        dst: End<TcpStream>,
         dst_peer: TcpStream,
-        pipe: Pipe,
-        spliced: Spliced,
+        dir: Direction,
+        pool: PipePool,
         scratch: Vec<u8>,
     }
 
     impl Rig {
         fn new() -> Rig {
+            Rig::with_pool(PipePool::with_limit(4))
+        }
+
+        fn with_pool(pool: PipePool) -> Rig {
             let (src, src_peer) = tcp_pair();
             let (dst, dst_peer) = tcp_pair();
             Rig {
-                src,
+                src: End::new(src, Readiness::BOTH),
                 src_peer,
-                dst,
+                dst: End::new(dst, Readiness::BOTH),
                 dst_peer,
-                pipe: Pipe::default(),
-                spliced: Spliced::default(),
+                dir: Direction::default(),
+                pool,
                 scratch: vec![0; 4096],
             }
         }
 
-        /// One pump with both sides ready and no budget limit.
+        /// One pump with both sides marked ready and no budget limit.
         fn pump(&mut self) -> io::Result<bool> {
-            let (mut sr, mut dr) = (ready(), ready());
-            let mut budget = usize::MAX;
-            let Rig { src, dst, pipe, spliced, scratch, .. } = self;
-            pump(src, &mut sr, dst, &mut dr, pipe, spliced, scratch, &mut budget, 1)
+            let mut unlimited = usize::MAX;
+            self.pump_with_budget(&mut unlimited)
+        }
+
+        fn pump_with_budget(&mut self, budget: &mut usize) -> io::Result<bool> {
+            self.src.ready = Readiness::BOTH;
+            self.dst.ready = Readiness::BOTH;
+            let mut movers = Movers { scratch: &mut self.scratch, pipes: Some(&mut self.pool) };
+            pump(&mut self.src, &mut self.dst, &mut self.dir, budget, &mut movers)
         }
 
         /// Pump until `done` holds or 1000 passes have run (loopback can lag a little).
@@ -442,7 +410,7 @@ mod tests {
         rig.dst_peer.set_nonblocking(true).unwrap();
         for _ in 0..10_000 {
             rig.pump().unwrap();
-            assert!(!rig.spliced.holds_pipe() || rig.spliced.has_pending(), "empty pipe given back");
+            assert!(!rig.dir.holds_pipe() || rig.dir.has_pending(), "empty pipe given back");
             match rig.dst_peer.read(&mut buf) {
                 Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -456,14 +424,14 @@ mod tests {
         }
         writer.join().unwrap();
         assert_eq!(got, data);
-        assert_eq!(rig.pipe.delivered, data.len() as u64);
+        assert_eq!(rig.dir.delivered, data.len() as u64);
     }
 
     #[test]
     fn blocked_destination_keeps_bytes_in_the_pipe_and_stops_reading() {
         let mut rig = Rig::new();
-        // Fill far more than the destination's buffers can take while nobody reads dst_peer.
-        let total = 16 << 20;
+        // Push far more than the whole path can hold while nobody reads dst_peer.
+        let total = 4 * path_capacity(&rig);
         let writer = {
             let mut peer = rig.src_peer.try_clone().unwrap();
             std::thread::spawn(move || {
@@ -479,17 +447,20 @@ mod tests {
                 sent
             })
         };
-        rig.pump_until(|r| r.spliced.has_pending());
+        rig.pump_until(|r| r.dir.has_pending());
         // Keep pumping: the destination stays blocked, so nothing more may be read.
-        let delivered = rig.pipe.delivered;
+        let delivered = rig.dir.delivered;
         for _ in 0..50 {
             rig.pump().unwrap();
             std::thread::sleep(Duration::from_millis(2));
         }
-        assert!(rig.spliced.has_pending() && rig.spliced.holds_pipe(), "bytes wait in the pipe");
-        assert!(rig.pipe.delivered - delivered < 4 << 20, "destination blocked, little more delivered");
+        assert!(rig.dir.has_pending() && rig.dir.holds_pipe(), "bytes wait in the pipe");
+        assert!(
+            rig.dir.delivered - delivered <= path_capacity(&rig) as u64,
+            "destination blocked, little more delivered"
+        );
         let sent = writer.join().unwrap();
-        assert!(sent < total, "the sender was pushed back (sent {sent})");
+        assert!(sent < total, "the sender was pushed back (sent {sent} of {total})");
         // Now the reader drains everything: the pipe empties and goes back.
         let mut buf = vec![0; 1 << 20];
         rig.dst_peer.set_nonblocking(true).unwrap();
@@ -505,20 +476,22 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(got, sent as u64);
-        assert!(!rig.spliced.holds_pipe());
+        assert!(!rig.dir.holds_pipe());
     }
 
     #[test]
     fn queued_bytes_first_then_eof_becomes_one_half_close() {
         let mut rig = Rig::new();
-        rig.pipe.queue(b"reply:");
+        let mut queued = Outbox::default();
+        queued.queue(b"reply:");
+        rig.dir = Direction::with_queued(queued);
         rig.src_peer.write_all(b"spliced").unwrap();
         rig.src_peer.shutdown(Shutdown::Write).unwrap();
-        rig.pump_until(|r| r.pipe.is_done());
+        rig.pump_until(|r| r.dir.is_done());
         let mut got = Vec::new();
         rig.dst_peer.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"reply:spliced");
-        assert_eq!(rig.pipe.delivered, 13);
+        assert_eq!(rig.dir.delivered, 13);
         // More pumps after the half-close do nothing (and do not shut down again).
         assert!(!rig.pump().unwrap());
     }
@@ -529,21 +502,8 @@ mod tests {
         rig.src_peer.write_all(&[1; 1000]).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let mut budget = 300;
-        let (mut sr, mut dr) = (ready(), ready());
-        pump(
-            &mut rig.src,
-            &mut sr,
-            &mut rig.dst,
-            &mut dr,
-            &mut rig.pipe,
-            &mut rig.spliced,
-            &mut rig.scratch,
-            &mut budget,
-            1,
-        )
-        .unwrap();
-        assert_eq!((budget, rig.pipe.delivered), (0, 300));
-        assert!(sr.readable, "still readable: the caller must come back");
+        rig.pump_with_budget(&mut budget).unwrap();
+        assert_eq!((budget, rig.dir.delivered), (0, 300));
     }
 
     #[test]
@@ -552,9 +512,8 @@ mod tests {
         socket2::SockRef::from(&rig.src_peer).set_linger(Some(Duration::ZERO)).unwrap();
         rig.src_peer.write_all(b"x").unwrap();
         drop(std::mem::replace(&mut rig.src_peer, tcp_pair().1));
-        std::thread::sleep(Duration::from_millis(20));
         let mut failed = false;
-        for _ in 0..100 {
+        for _ in 0..1000 {
             if rig.pump().is_err() {
                 failed = true;
                 break;
@@ -566,17 +525,24 @@ mod tests {
 
     #[test]
     fn no_pipe_available_falls_back_to_copying() {
-        POOL.with(|p| p.borrow_mut().limit = usize::MAX);
-        OPEN.with(|n| n.set(usize::MAX)); // pretend the limit is reached
-        let mut rig = Rig::new();
+        let mut rig = Rig::with_pool(PipePool::with_limit(0));
         rig.src_peer.write_all(b"copied anyway").unwrap();
         rig.src_peer.shutdown(Shutdown::Write).unwrap();
-        rig.pump_until(|r| r.pipe.is_done());
-        assert!(!rig.spliced.holds_pipe());
+        rig.pump_until(|r| r.dir.is_done());
+        assert!(!rig.dir.holds_pipe());
         let mut got = Vec::new();
         rig.dst_peer.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"copied anyway");
-        OPEN.with(|n| n.set(0));
+    }
+
+    #[test]
+    fn a_pipe_closed_with_its_relay_counts_itself_out() {
+        let mut pool = PipePool::with_limit(2);
+        let mut parked = Parked::default();
+        assert!(parked.borrow_pipe(&mut pool));
+        assert_eq!(pool.open.load(Ordering::Relaxed), 1);
+        drop(parked); // a relay closed while holding it
+        assert_eq!(pool.open.load(Ordering::Relaxed), 0);
     }
 
     #[test]

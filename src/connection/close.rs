@@ -1,0 +1,92 @@
+//! Why a connection ended: one typed reason per way out, shown in the log line (and, through
+//! [`CloseReason::as_str`], usable as a metric label).
+
+use std::fmt;
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// No complete request within `--handshake-timeout`.
+    HandshakeTimeout,
+    /// The client sent FIN before its request was complete.
+    ClientClosedHandshake,
+    /// Reading the client failed (reset) before its request was complete.
+    ClientFailedHandshake,
+    /// Writing to the client failed (reset, broken pipe) while a reply waited.
+    ClientWriteFailed,
+    /// A handshake message larger than any valid one.
+    HandshakeTooLong,
+    /// The first byte was neither SOCKS5's 5 nor SOCKS4's 4.
+    NotSocks,
+    /// A SOCKS5 greeting that can never be valid (no methods).
+    BadGreeting,
+    /// An RFC 1929 sub-negotiation with the wrong version byte.
+    BadAuthVersion,
+    /// A SOCKS5 request with the wrong version byte.
+    BadRequestVersion,
+    /// A SOCKS4 request that can never be valid.
+    BadSocks4Request,
+    /// An error reply (or `05 FF`, or `01 01`) was delivered, or its linger ended.
+    Rejected,
+    /// Both directions of a relay finished (FIN each way).
+    Done,
+    /// A peer reset the relay.
+    Reset,
+    /// A peer had gone when the relay wrote to it.
+    BrokenPipe,
+    /// Any other relay I/O error.
+    RelayError,
+    /// No relay traffic for `--idle-timeout`.
+    IdleTimeout,
+    /// No datagram for `--idle-timeout` on a UDP association.
+    UdpIdleTimeout,
+    /// The client closed a UDP association's control connection (RFC 1928 §7).
+    UdpEndedByClient,
+    /// A UDP association's control connection failed.
+    UdpControlFailed,
+    /// The state machine did not settle (a bug; logged as an error).
+    Stuck,
+}
+
+impl CloseReason {
+    /// A short stable name (log lines, metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::HandshakeTimeout => "handshake timeout",
+            CloseReason::ClientClosedHandshake => "client closed during handshake",
+            CloseReason::ClientFailedHandshake => "client error during handshake",
+            CloseReason::ClientWriteFailed => "client write failed",
+            CloseReason::HandshakeTooLong => "handshake message too long",
+            CloseReason::NotSocks => "not SOCKS",
+            CloseReason::BadGreeting => "bad greeting",
+            CloseReason::BadAuthVersion => "bad auth version",
+            CloseReason::BadRequestVersion => "bad request version",
+            CloseReason::BadSocks4Request => "bad SOCKS4 request",
+            CloseReason::Rejected => "rejected",
+            CloseReason::Done => "done",
+            CloseReason::Reset => "reset",
+            CloseReason::BrokenPipe => "broken pipe",
+            CloseReason::RelayError => "relay error",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::UdpIdleTimeout => "UDP idle timeout",
+            CloseReason::UdpEndedByClient => "UDP association ended by client",
+            CloseReason::UdpControlFailed => "UDP control connection failed",
+            CloseReason::Stuck => "internal error",
+        }
+    }
+
+    /// The reason a relay I/O error gives.
+    pub fn of_relay_error(error: &std::io::Error) -> CloseReason {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionReset => CloseReason::Reset,
+            std::io::ErrorKind::BrokenPipe => CloseReason::BrokenPipe,
+            _ => CloseReason::RelayError,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,289 @@
+//! The `Handshake` phase: collect the client's bytes and parse them, message by message,
+//! until a request is complete.
+//!
+//! SOCKS5 goes `AwaitGreeting` → [`AwaitAuth`] → `AwaitRequest` (RFC 1928 §3–4, RFC 1929);
+//! a first byte of 4 is a SOCKS4/4a request instead, all in one message. Bytes are collected
+//! in a fixed buffer larger than the longest message (greeting 257, auth 513, request 262),
+//! and the parser runs again after each read: a message split into single bytes works, and
+//! several messages in one segment work too. Bytes after the request are early payload for
+//! the target and are kept.
+
+use crate::net::{End, Net, ReadOutcome, Stream};
+use crate::protocol::socks4::{self, Socks4Command, Socks4Target};
+use crate::protocol::{
+    self, AuthStatus, Command, Invalid, Method, Parse, Reply, TargetAddr, encode_auth_status,
+    encode_method_selection,
+};
+use crate::relay::Outbox;
+
+use super::policy::{self, Dialect};
+use super::{CloseReason, Ctx, Outcome, Summary, reject, reject_with, request};
+use std::net::SocketAddr;
+
+/// Handshake bytes are collected here: larger than the longest greeting (257), auth (513)
+/// or request (262), so a complete message always fits, with room for coalesced early data.
+const HANDSHAKE_BUF: usize = 1024;
+
+/// Which message the handshake waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `05 NMETHODS METHODS` (RFC 1928 §3), or a SOCKS4 request.
+    Greeting,
+    /// `01 ULEN UNAME PLEN PASSWD` (RFC 1929), after username/password was selected.
+    Auth,
+    /// `05 CMD 00 ATYP ADDR PORT` (RFC 1928 §4).
+    Request,
+}
+
+/// The handshake's buffer, where it stands, and the replies (method selection, auth status)
+/// not yet written.
+pub struct Handshake {
+    stage: Stage,
+    buf: [u8; HANDSHAKE_BUF],
+    len: usize,
+    out: Outbox,
+}
+
+/// What parsing the bytes so far gave.
+enum Parsed<N: Net> {
+    /// The message is incomplete: read more.
+    Partial,
+    /// A message moved the handshake to its next stage: parse again.
+    Advanced,
+    /// The handshake is over: this is what comes next.
+    Finished(Outcome<N>),
+}
+
+impl Handshake {
+    pub fn new() -> Box<Handshake> {
+        Box::new(Handshake {
+            stage: Stage::Greeting,
+            buf: [0; HANDSHAKE_BUF],
+            len: 0,
+            out: Outbox::default(),
+        })
+    }
+
+    /// The stage as it appears in logs.
+    pub fn stage_name(&self) -> &'static str {
+        match self.stage {
+            Stage::Greeting => "AwaitGreeting",
+            Stage::Auth => "AwaitAuth",
+            Stage::Request => "AwaitRequest",
+        }
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.out.capacity()
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Drop the first `n` bytes (a parsed message), keeping what follows it.
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Parse what has arrived, read more when a message is incomplete, until the handshake
+    /// is over or must wait for the client.
+    pub fn drive<N: Net>(
+        &mut self,
+        client: &mut End<N::Stream>,
+        ctx: &mut Ctx<'_, N>,
+        summary: &mut Summary,
+    ) -> Outcome<N> {
+        // Each pass parses a message or reads at least one byte; the buffer bounds the reads.
+        loop {
+            let parsed = match self.stage {
+                Stage::Greeting if self.filled().first() == Some(&socks4::VERSION) => {
+                    self.on_socks4_request(client, ctx, summary)
+                }
+                Stage::Greeting => self.on_greeting(client, ctx),
+                Stage::Auth => self.on_auth(client, ctx, summary),
+                Stage::Request => self.on_request(client, ctx, summary),
+            };
+            match parsed {
+                Parsed::Advanced => {}
+                Parsed::Finished(outcome) => return outcome,
+                Parsed::Partial => {
+                    if let Some(outcome) = self.read_more(client) {
+                        return outcome;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read more bytes: `None` when some arrived (parse again), else what to do.
+    fn read_more<N: Net>(&mut self, client: &mut End<N::Stream>) -> Option<Outcome<N>> {
+        if self.len == self.buf.len() {
+            return Some(Outcome::Close(CloseReason::HandshakeTooLong));
+        }
+        match client.read(&mut self.buf[self.len..]) {
+            ReadOutcome::Data(n) => {
+                self.len += n;
+                None
+            }
+            ReadOutcome::WouldBlock => Some(Outcome::Wait),
+            ReadOutcome::Eof => Some(Outcome::Close(CloseReason::ClientClosedHandshake)),
+            ReadOutcome::Failed(_) => Some(Outcome::Close(CloseReason::ClientFailedHandshake)),
+        }
+    }
+
+    /// Queue a reply and try to send it now; `Err` if the client is gone.
+    fn reply<S: Stream>(&mut self, client: &mut End<S>, bytes: &[u8]) -> Result<(), CloseReason> {
+        self.out.queue(bytes);
+        match self.out.flush(client) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(CloseReason::ClientFailedHandshake),
+        }
+    }
+
+    fn advance(&mut self, to: Stage, conn: u64) {
+        let from = self.stage_name();
+        self.stage = to;
+        log::debug!("conn {conn}: {from} -> {}", self.stage_name());
+    }
+
+    fn on_greeting<N: Net>(&mut self, client: &mut End<N::Stream>, ctx: &Ctx<'_, N>) -> Parsed<N> {
+        let (chosen, used) = match protocol::parse_greeting(self.filled()) {
+            Parse::Partial => return Parsed::Partial,
+            Parse::Invalid(Invalid::BadVersion(v)) => {
+                log::debug!("conn {}: version byte {v:#04x} is not SOCKS5", ctx.conn);
+                return Parsed::Finished(Outcome::Close(CloseReason::NotSocks));
+            }
+            Parse::Invalid(Invalid::Reply(_)) => {
+                return Parsed::Finished(Outcome::Close(CloseReason::BadGreeting));
+            }
+            Parse::Complete(greeting, used) => {
+                (policy::choose_method(&greeting, ctx.credentials.is_some()), used)
+            }
+        };
+        self.consume(used);
+        let Some(method) = chosen else {
+            let out = std::mem::take(&mut self.out);
+            return Parsed::Finished(reject_with(out, &encode_method_selection(Method::NO_ACCEPTABLE)));
+        };
+        if let Err(reason) = self.reply(client, &encode_method_selection(method)) {
+            return Parsed::Finished(Outcome::Close(reason));
+        }
+        self.advance(if method == Method::NO_AUTH { Stage::Request } else { Stage::Auth }, ctx.conn);
+        Parsed::Advanced
+    }
+
+    fn on_auth<N: Net>(
+        &mut self,
+        client: &mut End<N::Stream>,
+        ctx: &Ctx<'_, N>,
+        summary: &Summary,
+    ) -> Parsed<N> {
+        let (accepted, used) = match protocol::parse_auth_request(self.filled()) {
+            Parse::Partial => return Parsed::Partial,
+            Parse::Invalid(_) => return Parsed::Finished(Outcome::Close(CloseReason::BadAuthVersion)),
+            Parse::Complete(request, used) => {
+                let accepted =
+                    ctx.credentials.is_some_and(|c| c.current().verify(request.username, request.password));
+                if !accepted {
+                    // The user name helps operators; the password is never logged.
+                    log::info!(
+                        "conn {}: authentication failed for user '{}' from {}",
+                        ctx.conn,
+                        String::from_utf8_lossy(request.username).escape_debug(),
+                        summary.client_addr
+                    );
+                }
+                (accepted, used)
+            }
+        };
+        self.consume(used);
+        if !accepted {
+            let out = std::mem::take(&mut self.out);
+            return Parsed::Finished(reject_with(out, &encode_auth_status(AuthStatus::Failure)));
+        }
+        if let Err(reason) = self.reply(client, &encode_auth_status(AuthStatus::Success)) {
+            return Parsed::Finished(Outcome::Close(reason));
+        }
+        self.advance(Stage::Request, ctx.conn);
+        Parsed::Advanced
+    }
+
+    fn on_request<N: Net>(
+        &mut self,
+        client: &mut End<N::Stream>,
+        ctx: &mut Ctx<'_, N>,
+        summary: &mut Summary,
+    ) -> Parsed<N> {
+        let (request, used) = match protocol::parse_request(self.filled()) {
+            Parse::Partial => return Parsed::Partial,
+            Parse::Invalid(Invalid::BadVersion(_)) => {
+                return Parsed::Finished(Outcome::Close(CloseReason::BadRequestVersion));
+            }
+            Parse::Invalid(Invalid::Reply(reply)) => {
+                return Parsed::Finished(reject(summary, std::mem::take(&mut self.out), reply));
+            }
+            Parse::Complete(request, used) => (request, used),
+        };
+        Parsed::Finished(self.start(request.command, request.target, used, client, ctx, summary))
+    }
+
+    /// A SOCKS4 or SOCKS4a request (`04 CD PORT IP USERID 00 [HOST 00]`).
+    fn on_socks4_request<N: Net>(
+        &mut self,
+        client: &mut End<N::Stream>,
+        ctx: &mut Ctx<'_, N>,
+        summary: &mut Summary,
+    ) -> Parsed<N> {
+        summary.dialect = Dialect::Socks4;
+        let (command, target, used) = match socks4::parse_socks4_request(self.filled()) {
+            Parse::Partial => return Parsed::Partial,
+            Parse::Invalid(Invalid::BadVersion(_)) => {
+                return Parsed::Finished(Outcome::Close(CloseReason::BadSocks4Request));
+            }
+            Parse::Invalid(Invalid::Reply(reply)) => {
+                return Parsed::Finished(reject(summary, std::mem::take(&mut self.out), reply));
+            }
+            Parse::Complete(request, used) => {
+                let command = match request.command {
+                    Socks4Command::Connect => Command::Connect,
+                    Socks4Command::Bind => Command::Bind,
+                };
+                let target = match request.target {
+                    Socks4Target::Ip(ip) => TargetAddr::Ip(SocketAddr::new(ip.into(), request.port)),
+                    Socks4Target::Domain(host) => TargetAddr::Domain(host, request.port),
+                };
+                (command, target, used)
+            }
+        };
+        if let Some(why) = policy::socks4_refusal(ctx.config, ctx.credentials.is_some()) {
+            log::info!("conn {}: refused SOCKS4 client {}: {why}", ctx.conn, summary.client_addr);
+            summary.target = Some(target);
+            return Parsed::Finished(reject(
+                summary,
+                std::mem::take(&mut self.out),
+                Reply::NotAllowedByRuleset,
+            ));
+        }
+        Parsed::Finished(self.start(command, target, used, client, ctx, summary))
+    }
+
+    /// The request (`used` bytes) is complete: hand it, the early payload behind it and the
+    /// replies still queued to the phase that carries it out.
+    fn start<N: Net>(
+        &mut self,
+        command: Command,
+        target: TargetAddr,
+        used: usize,
+        client: &End<N::Stream>,
+        ctx: &mut Ctx<'_, N>,
+        summary: &mut Summary,
+    ) -> Outcome<N> {
+        // Whatever follows the request is early payload for the target: keep it.
+        let mut early = Outbox::default();
+        early.queue(&self.filled()[used..]);
+        let out = std::mem::take(&mut self.out);
+        request::start(command, target, request::Carry { out, early }, client, ctx, summary)
+    }
+}

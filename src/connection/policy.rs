@@ -1,0 +1,182 @@
+//! Pure decisions of the state machine: no sockets, no clock, no logging. Each is a function
+//! of the message and the configuration, tested by the tables below.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use crate::acl::Rules;
+use crate::config::Config;
+use crate::protocol::socks4::{self, Socks4Reply};
+use crate::protocol::{Greeting, Method, Reply, encode_reply};
+
+/// Which protocol the client speaks, so replies take its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    #[default]
+    Socks5,
+    Socks4,
+}
+
+/// The method to select from a greeting (RFC 1928 §3), or `None` for `05 FF`. With
+/// credentials configured only username/password will do (RFC 1929); without, only "no
+/// authentication".
+pub fn choose_method(greeting: &Greeting<'_>, auth_required: bool) -> Option<u8> {
+    let wanted = if auth_required { Method::USERNAME_PASSWORD } else { Method::NO_AUTH };
+    greeting.offers(wanted).then_some(wanted)
+}
+
+/// Why a SOCKS4 request is refused, if it is: SOCKS4 has no passwords.
+pub fn socks4_refusal(config: &Config, auth_required: bool) -> Option<&'static str> {
+    if !config.socks4 {
+        Some("SOCKS4 is disabled (--no-socks4)")
+    } else if auth_required && !config.socks4_without_auth {
+        Some("SOCKS4 has no passwords and authentication is required")
+    } else {
+        None
+    }
+}
+
+/// The addresses a connect may use: those the egress rules allow (checked after resolution,
+/// so a name cannot smuggle a denied address) and, with `--bind-out`, of its family (an IPv4
+/// source cannot reach an IPv6 target). `Err` is the reply when none is left.
+pub fn usable_destinations(
+    mut addrs: Vec<SocketAddr>,
+    rules: &Rules,
+    bind_out: Option<IpAddr>,
+) -> Result<Vec<SocketAddr>, Reply> {
+    if rules.restricts_destinations() {
+        addrs.retain(|&addr| rules.destination_allowed(addr));
+        if addrs.is_empty() {
+            return Err(Reply::NotAllowedByRuleset);
+        }
+    }
+    if let Some(local) = bind_out {
+        addrs.retain(|addr| addr.is_ipv4() == local.is_ipv4());
+        if addrs.is_empty() {
+            return Err(Reply::AddressTypeNotSupported);
+        }
+    }
+    Ok(addrs)
+}
+
+/// Map the final connect error to a reply code (RFC 1928 §6).
+pub fn reply_for_error(error: &io::Error) -> Reply {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
+        io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
+        io::ErrorKind::NetworkUnreachable | io::ErrorKind::NetworkDown => Reply::NetworkUnreachable,
+        io::ErrorKind::TimedOut => Reply::TtlExpired,
+        // A local firewall rule (EPERM/EACCES) is a ruleset refusal in SOCKS terms.
+        io::ErrorKind::PermissionDenied => Reply::NotAllowedByRuleset,
+        _ => Reply::GeneralFailure,
+    }
+}
+
+/// A reply to a command in the client's dialect, naming `bound` (the server-side address).
+pub fn command_reply(dialect: Dialect, reply: Reply, bound: Option<SocketAddr>) -> Vec<u8> {
+    match dialect {
+        Dialect::Socks5 => {
+            let mut bytes = Vec::with_capacity(22);
+            encode_reply(reply, bound, &mut bytes);
+            bytes
+        }
+        Dialect::Socks4 => {
+            // SOCKS4 replies carry only IPv4; anything else is sent as 0.0.0.0.
+            let v4 = match bound {
+                Some(SocketAddr::V4(v4)) => v4,
+                _ => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            };
+            socks4::encode_socks4_reply(Socks4Reply::for_reply(reply), v4).to_vec()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Cidr;
+    use crate::protocol::{Parse, parse_greeting};
+
+    fn greeting(bytes: &[u8]) -> Greeting<'_> {
+        match parse_greeting(bytes) {
+            Parse::Complete(g, _) => g,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn method_choice() {
+        let table: [(&[u8], bool, Option<u8>); 6] = [
+            (&[5, 1, 0], false, Some(Method::NO_AUTH)),
+            (&[5, 1, 0], true, None),
+            (&[5, 2, 0, 2], true, Some(Method::USERNAME_PASSWORD)),
+            (&[5, 2, 0, 2], false, Some(Method::NO_AUTH)),
+            (&[5, 1, 2], false, None),
+            (&[5, 1, 1], false, None), // GSSAPI only
+        ];
+        for (bytes, auth, expected) in table {
+            assert_eq!(choose_method(&greeting(bytes), auth), expected, "{bytes:?} auth={auth}");
+        }
+    }
+
+    #[test]
+    fn socks4_policy() {
+        let mut config = Config::default();
+        assert_eq!(socks4_refusal(&config, false), None);
+        assert!(socks4_refusal(&config, true).is_some(), "no passwords in SOCKS4");
+        config.socks4_without_auth = true;
+        assert_eq!(socks4_refusal(&config, true), None);
+        config.socks4 = false;
+        assert!(socks4_refusal(&config, false).unwrap().contains("--no-socks4"));
+    }
+
+    #[test]
+    fn destinations_after_rules_and_bind_out() {
+        let v4: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        let open = Rules::default();
+        assert_eq!(usable_destinations(vec![v4, v6], &open, None), Ok(vec![v4, v6]));
+        let from_v4 = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(usable_destinations(vec![v4, v6], &open, from_v4), Ok(vec![v4]));
+        assert_eq!(usable_destinations(vec![v6], &open, from_v4), Err(Reply::AddressTypeNotSupported));
+        let deny = Rules { deny_dest: vec![Cidr::new(v4.ip(), 32).unwrap()], ..Rules::default() };
+        assert_eq!(usable_destinations(vec![v4, v6], &deny, None), Ok(vec![v6]));
+        assert_eq!(usable_destinations(vec![v4], &deny, None), Err(Reply::NotAllowedByRuleset));
+    }
+
+    #[test]
+    fn error_mapping_covers_the_rfc_codes() {
+        let cases = [
+            (libc::ECONNREFUSED, Reply::ConnectionRefused),
+            (libc::EHOSTUNREACH, Reply::HostUnreachable),
+            (libc::ENETUNREACH, Reply::NetworkUnreachable),
+            (libc::ENETDOWN, Reply::NetworkUnreachable),
+            (libc::ETIMEDOUT, Reply::TtlExpired),
+            (libc::EACCES, Reply::NotAllowedByRuleset),
+            (libc::EPERM, Reply::NotAllowedByRuleset),
+            (libc::EADDRNOTAVAIL, Reply::GeneralFailure),
+            (libc::EMFILE, Reply::GeneralFailure),
+        ];
+        for (errno, reply) in cases {
+            assert_eq!(reply_for_error(&io::Error::from_raw_os_error(errno)), reply, "errno {errno}");
+        }
+    }
+
+    #[test]
+    fn replies_take_the_clients_dialect() {
+        let bound: SocketAddr = "127.0.0.1:4660".parse().unwrap();
+        assert_eq!(
+            command_reply(Dialect::Socks5, Reply::Succeeded, Some(bound)),
+            [5, 0, 0, 1, 127, 0, 0, 1, 0x12, 0x34]
+        );
+        assert_eq!(
+            command_reply(Dialect::Socks4, Reply::Succeeded, Some(bound)),
+            [0, 0x5a, 0x12, 0x34, 127, 0, 0, 1]
+        );
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(
+            command_reply(Dialect::Socks4, Reply::ConnectionRefused, Some(v6)),
+            [0, 0x5b, 0, 0, 0, 0, 0, 0]
+        );
+    }
+}

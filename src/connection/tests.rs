@@ -1,0 +1,1 @@
+//! Per-phase unit tests over the simulated network.

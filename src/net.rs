@@ -1,0 +1,370 @@
+//! The I/O boundary: everything the connection state machine asks of the operating system.
+//!
+//! The state machine never names `mio`. It sees:
+//!
+//! * three socket traits, [`Stream`] (TCP), [`Listener`] (a BIND's listening socket) and
+//!   [`Datagram`] (a UDP association's sockets);
+//! * [`End`]: one socket plus the [`Readiness`] we were told about and have not used up;
+//! * [`read`] and [`write`], which sort every outcome into a [`ReadOutcome`] or a
+//!   [`WriteOutcome`] so the rules (`Interrupted` is retried, `WouldBlock` clears the flag,
+//!   `Ok(0)` from a read is end-of-stream) live in one place;
+//! * [`Net`]: the handle that opens sockets *already registered* with the event loop under
+//!   a [`SocketId`]. The server implements it on `mio::Registry`; the [`crate::sim`] module
+//!   implements it without any socket, so every phase (BIND and UDP included) can be driven
+//!   by unit tests and fuzz targets.
+//!
+//! Non-guarantees: readiness is a hint. A flag may be set when the socket has nothing (a
+//! spurious event, a socket replaced since), and the next I/O attempt is what tells.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Interest, Registry};
+
+use crate::connect::{self, Progress};
+use crate::token::{self, Side};
+
+/// The result of one read attempt on a nonblocking socket.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// This many bytes arrived (never 0).
+    Data(usize),
+    /// Nothing to read until the next readiness event.
+    WouldBlock,
+    /// The peer sent FIN.
+    Eof,
+    /// The connection is broken (reset, timeout, ...).
+    Failed(io::Error),
+}
+
+/// The result of one write attempt on a nonblocking socket. (A write never sees EOF.)
+#[derive(Debug)]
+pub enum WriteOutcome {
+    /// This many bytes were accepted (never 0).
+    Wrote(usize),
+    /// The send buffer is full until the next writable event.
+    WouldBlock,
+    /// The connection is broken (reset, broken pipe, ...).
+    Failed(io::Error),
+}
+
+/// One `read`, sorted.
+pub fn read(socket: &mut impl Read, buf: &mut [u8]) -> ReadOutcome {
+    loop {
+        return match socket.read(buf) {
+            Ok(0) => ReadOutcome::Eof,
+            Ok(n) => ReadOutcome::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
+            Err(e) => ReadOutcome::Failed(e),
+        };
+    }
+}
+
+/// One `write`, sorted.
+pub fn write(socket: &mut impl Write, buf: &[u8]) -> WriteOutcome {
+    loop {
+        return match socket.write(buf) {
+            // A zero-length write on a stream socket only happens for an empty `buf`.
+            Ok(0) => WriteOutcome::Failed(io::ErrorKind::WriteZero.into()),
+            Ok(n) => WriteOutcome::Wrote(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => WriteOutcome::WouldBlock,
+            Err(e) => WriteOutcome::Failed(e),
+        };
+    }
+}
+
+/// Readiness we have been told about and not yet used up (edge-triggered bookkeeping).
+///
+/// An event *sets* a flag; `WouldBlock` *clears* it (and, in the relay on Linux, a read that
+/// emptied the receive queue while `peer_closed` is unset: see [`crate::relay`]). That way a
+/// socket we stopped reading because a buffer was full is still known to be readable later,
+/// when no new edge will come.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer's FIN or an error has been reported. Sticky: after it, a short read no
+    /// longer means "drained until the next edge" (there will be no next edge).
+    pub peer_closed: bool,
+}
+
+impl Readiness {
+    pub const BOTH: Readiness = Readiness { readable: true, writable: true, peer_closed: false };
+    pub const READABLE: Readiness = Readiness { readable: true, writable: false, peer_closed: false };
+    pub const WRITABLE: Readiness = Readiness { readable: false, writable: true, peer_closed: false };
+    pub const NONE: Readiness = Readiness { readable: false, writable: false, peer_closed: false };
+
+    /// What a mio event says. Errors and hang-ups count as both: they are found by doing I/O.
+    pub fn of_event(event: &mio::event::Event) -> Readiness {
+        let closed = event.is_read_closed() || event.is_error();
+        Readiness {
+            readable: event.is_readable() || closed,
+            writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+            peer_closed: closed,
+        }
+    }
+
+    /// Add newly reported readiness to what we already knew.
+    pub fn add(&mut self, news: Readiness) {
+        self.readable |= news.readable;
+        self.writable |= news.writable;
+        self.peer_closed |= news.peer_closed;
+    }
+
+    pub fn any(self) -> bool {
+        self.readable || self.writable
+    }
+}
+
+/// One socket and its readiness: what a phase owns for each socket valid in it.
+#[derive(Debug)]
+pub struct End<S> {
+    pub socket: S,
+    pub ready: Readiness,
+}
+
+impl<S> End<S> {
+    pub fn new(socket: S, ready: Readiness) -> End<S> {
+        End { socket, ready }
+    }
+}
+
+impl<S: Read + Write> End<S> {
+    /// Read if the socket is known readable; a `WouldBlock` clears the flag. Returns
+    /// `WouldBlock` without a syscall when the flag is already clear.
+    pub fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
+        if !self.ready.readable {
+            return ReadOutcome::WouldBlock;
+        }
+        let outcome = read(&mut self.socket, buf);
+        if matches!(outcome, ReadOutcome::WouldBlock) {
+            self.ready.readable = false;
+        }
+        outcome
+    }
+
+    /// Write if the socket is known writable; a `WouldBlock` clears the flag.
+    pub fn write(&mut self, buf: &[u8]) -> WriteOutcome {
+        if !self.ready.writable {
+            return WriteOutcome::WouldBlock;
+        }
+        let outcome = write(&mut self.socket, buf);
+        if matches!(outcome, WriteOutcome::WouldBlock) {
+            self.ready.writable = false;
+        }
+        outcome
+    }
+}
+
+/// What the relay needs to `splice(2)` a stream: its descriptor, on Linux; nothing elsewhere.
+#[cfg(target_os = "linux")]
+pub trait SpliceFd: std::os::fd::AsFd {}
+#[cfg(target_os = "linux")]
+impl<T: std::os::fd::AsFd> SpliceFd for T {}
+/// What the relay needs to `splice(2)` a stream: its descriptor, on Linux; nothing elsewhere.
+#[cfg(not(target_os = "linux"))]
+pub trait SpliceFd {}
+#[cfg(not(target_os = "linux"))]
+impl<T> SpliceFd for T {}
+
+/// A connected (or connecting) TCP stream.
+pub trait Stream: Read + Write + SpliceFd {
+    /// Half-close: send FIN, keep receiving.
+    fn shutdown_write(&self) -> io::Result<()>;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The pending socket error (`SO_ERROR`), cleared by reading it.
+    fn take_error(&self) -> io::Result<Option<io::Error>>;
+    /// Where a connect begun by [`Net::connect`] stands.
+    fn connect_progress(&self) -> Progress;
+}
+
+/// A listening TCP socket (a BIND's).
+pub trait Listener {
+    type Stream: Stream;
+    fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)>;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A bound UDP socket (a UDP association's).
+pub trait Datagram {
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// Names one socket of one connection for the event loop: the connection's slab key and
+/// which of its sockets (see [`crate::token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketId {
+    pub key: usize,
+    pub side: Side,
+}
+
+/// Where a datagram socket binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramBind {
+    /// This address (port 0: any port).
+    At(SocketAddr),
+    /// Any address, IPv6 and IPv4 alike (one dual-stack socket), or IPv4 where there is no IPv6.
+    DualStack,
+}
+
+/// Opens sockets registered with the event loop. Every socket the state machine owns comes
+/// from here (or from a [`Listener`] it got here, adopted with [`Net::adopt`]), so the loop
+/// and the state machine agree on which token names which socket.
+pub trait Net {
+    type Stream: Stream;
+    type Listener: Listener<Stream = Self::Stream>;
+    type Datagram: Datagram;
+
+    /// Begin a nonblocking connect to `addr` (from `from`, if given), registered as `id`.
+    fn connect(&self, addr: SocketAddr, from: Option<IpAddr>, id: SocketId) -> io::Result<Self::Stream>;
+    /// Listen on `addr` (port 0: an ephemeral port), registered as `id`.
+    fn listen(&self, addr: SocketAddr, id: SocketId) -> io::Result<Self::Listener>;
+    /// Bind a UDP socket, registered as `id` (for reading only: sends that would block drop).
+    fn bind_datagram(&self, at: DatagramBind, id: SocketId) -> io::Result<Self::Datagram>;
+    /// Register a stream accepted from a [`Listener`] as `id`.
+    fn adopt(&self, stream: &mut Self::Stream, id: SocketId) -> io::Result<()>;
+    /// The local address the kernel would use to reach `target` (where a BIND listens).
+    fn outbound_ip_for(&self, target: IpAddr) -> Option<IpAddr>;
+}
+
+fn token_of(id: SocketId) -> mio::Token {
+    token::conn(id.key, id.side)
+}
+
+impl Stream for TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::local_addr(self)
+    }
+
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        TcpStream::take_error(self)
+    }
+
+    fn connect_progress(&self) -> Progress {
+        connect::progress(self)
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+
+    fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        TcpListener::accept(self)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+}
+
+impl Datagram for UdpSocket {
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        UdpSocket::recv_from(self, buf)
+    }
+
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        UdpSocket::send_to(self, buf, to)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+}
+
+/// The real network: mio's sockets, registered with the loop's `Poll`.
+impl Net for Registry {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+    type Datagram = UdpSocket;
+
+    fn connect(&self, addr: SocketAddr, from: Option<IpAddr>, id: SocketId) -> io::Result<TcpStream> {
+        let mut stream = connect::start(addr, from)?;
+        self.register(&mut stream, token_of(id), Interest::READABLE | Interest::WRITABLE)?;
+        Ok(stream)
+    }
+
+    fn listen(&self, addr: SocketAddr, id: SocketId) -> io::Result<TcpListener> {
+        let mut listener = crate::listen::bind(addr, false)?;
+        self.register(&mut listener, token_of(id), Interest::READABLE)?;
+        Ok(listener)
+    }
+
+    fn bind_datagram(&self, at: DatagramBind, id: SocketId) -> io::Result<UdpSocket> {
+        let mut socket = match at {
+            DatagramBind::At(addr) => UdpSocket::bind(addr)?,
+            DatagramBind::DualStack => bind_dual_stack()?,
+        };
+        self.register(&mut socket, token_of(id), Interest::READABLE)?;
+        Ok(socket)
+    }
+
+    fn adopt(&self, stream: &mut TcpStream, id: SocketId) -> io::Result<()> {
+        // Like every relayed stream: forward small writes at once.
+        let _ = stream.set_nodelay(true);
+        self.register(stream, token_of(id), Interest::READABLE | Interest::WRITABLE)
+    }
+
+    fn outbound_ip_for(&self, target: IpAddr) -> Option<IpAddr> {
+        outbound_ip_for(target)
+    }
+}
+
+/// An IPv6 socket that also speaks IPv4 (through mapped addresses), or IPv4 alone where
+/// the host has no IPv6.
+fn bind_dual_stack() -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM.nonblocking(), None);
+    match socket {
+        Ok(socket) => {
+            socket.set_only_v6(false)?;
+            socket.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).into())?;
+            Ok(UdpSocket::from_std(socket.into()))
+        }
+        Err(_) => UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+    }
+}
+
+/// The local address the kernel would use to reach `target`: connecting a UDP socket only
+/// consults the routing table (no packet is sent), so this is cheap and never blocks.
+pub fn outbound_ip_for(target: IpAddr) -> Option<IpAddr> {
+    if target.is_unspecified() {
+        return None;
+    }
+    let any: SocketAddr = match target {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let probe = std::net::UdpSocket::bind(any).ok()?;
+    probe.connect(SocketAddr::new(target, 9)).ok()?;
+    probe.local_addr().ok().map(|a| a.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_ip_for_loopback_is_loopback() {
+        assert_eq!(outbound_ip_for("127.0.0.1".parse().unwrap()), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(outbound_ip_for("0.0.0.0".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn end_clears_flags_only_on_would_block() {
+        let mut end = End::new(io::Cursor::new(Vec::<u8>::new()), Readiness::BOTH);
+        let mut buf = [0u8; 4];
+        assert!(matches!(end.read(&mut buf), ReadOutcome::Eof));
+        assert!(end.ready.readable, "EOF is not WouldBlock: the flag stays");
+        end.ready.readable = false;
+        assert!(matches!(end.read(&mut buf), ReadOutcome::WouldBlock), "no syscall when not readable");
+        assert!(matches!(end.write(b"ab"), WriteOutcome::Wrote(2)));
+    }
+}

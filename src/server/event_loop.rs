@@ -1,0 +1,334 @@
+//! The event loop: one `mio::Poll` driving a slab of connection state machines.
+//!
+//! One pass of the loop reads like a list:
+//!
+//! 1. `poll` until an event, or until the next deadline (zero when work is left over);
+//! 2. dispatch each event: accept on listeners, drive the connection a token names;
+//! 3. drive connections that ran out of their fairness budget last time;
+//! 4. fire due deadlines;
+//! 5. hand resolver answers to their connections;
+//! 6. remove connections that closed during this pass;
+//! 7. resume accepting if it was paused and there is room again.
+//!
+//! Removal waits until the end of the pass so a slab key is never reused while events for
+//! its old connection may still be in the batch (mio#219). The loop owns everything shared
+//! between connections (the registry, the resolver, the timers, the scratch buffer, the pipe
+//! pool) and lends it to one connection at a time through a [`Ctx`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Waker};
+use slab::Slab;
+
+use super::accept::Acceptor;
+use super::{Control, Shared};
+use crate::auth::CredentialStore;
+use crate::config::{Config, RelayMode};
+use crate::connection::{self, Connection, Ctx, Step};
+use crate::limits;
+use crate::net::Readiness;
+use crate::resolver::Resolver;
+use crate::timer::Timers;
+use crate::token::{self, Side, Target};
+
+/// Size of the loop-owned read buffer every relay shares: 64 KiB, plus room to put a UDP
+/// header in front of the largest datagram without copying it.
+const SCRATCH_SIZE: usize = 64 * 1024 + connection::HEADER_ROOM;
+
+/// One event loop and everything it owns.
+pub struct EventLoop {
+    /// This loop's number, and how many there are (connection ids interleave by it).
+    index: usize,
+    count: usize,
+    poll: Poll,
+    waker: Arc<Waker>,
+    acceptor: Acceptor,
+    conns: Slab<Connection<Registry>>,
+    /// Most connections this loop may hold (its share of the process's cap).
+    max_connections: usize,
+    /// Connections accepted so far (their ids derive from it).
+    accepted: u64,
+    timers: Timers,
+    resolver: Resolver,
+    /// The relay's copy buffer, shared by every connection of this loop. Allocated when the
+    /// first connection is driven: `calloc` zeroes (touches) it, and a proxy nobody has used
+    /// yet should not carry those pages in its RSS.
+    scratch: Box<[u8]>,
+    /// Kernel pipes lent to relays on the splice path (`--relay splice`).
+    #[cfg(target_os = "linux")]
+    pipes: Option<crate::relay::splice::PipePool>,
+    config: Config,
+    credentials: Option<Arc<CredentialStore>>,
+    /// Keys closed during this pass, removed at its end.
+    closing: Vec<usize>,
+    /// Keys whose fairness budget ran out: drive again without waiting for an event.
+    ready_again: Vec<usize>,
+    control: Arc<Control>,
+    /// Set once draining has begun: when it must end.
+    drain_deadline: Option<Instant>,
+    now: Instant,
+}
+
+impl EventLoop {
+    pub fn new(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        shared: Shared,
+        (index, count): (usize, usize),
+    ) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let acceptor = Acceptor::new(listeners, poll.registry())?;
+        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let resolver = Resolver::new(config.resolver_threads, Arc::clone(&waker));
+        // The fd limit and --max-connections are per process: each loop gets its share.
+        let nofile = limits::nofile_limit();
+        let fd_cap = limits::connections_for_fd_limit(nofile);
+        let total = config.max_connections.map_or(fd_cap, |n| n.min(fd_cap));
+        #[cfg(target_os = "linux")]
+        let pipes = (config.relay_mode == RelayMode::Splice)
+            .then(|| crate::relay::splice::PipePool::new(nofile, config.workers));
+        Ok(EventLoop {
+            index,
+            count,
+            poll,
+            waker,
+            acceptor,
+            conns: Slab::new(),
+            max_connections: total.div_ceil(count).max(1),
+            accepted: 0,
+            timers: Timers::default(),
+            resolver,
+            scratch: Box::default(),
+            #[cfg(target_os = "linux")]
+            pipes,
+            config,
+            credentials: shared.credentials,
+            closing: Vec::new(),
+            ready_again: Vec::new(),
+            control: shared.control,
+            drain_deadline: None,
+            now: Instant::now(),
+        })
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Wakes this loop from another thread (stop, drain).
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        log::debug!("event loop {} running; at most {} connections", self.index, self.max_connections);
+        while !self.control.stop.load(Ordering::SeqCst) {
+            if self.control.drain.load(Ordering::SeqCst) && self.drain_deadline.is_none() {
+                self.begin_drain();
+            }
+            if let Some(deadline) = self.drain_deadline
+                && (self.conns.is_empty() || Instant::now() >= deadline)
+            {
+                break;
+            }
+            if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.drive_ready_again();
+            self.fire_timers();
+            self.deliver_answers();
+            let freed = self.remove_closed();
+            self.resume_accepting(freed);
+        }
+        if !self.conns.is_empty() {
+            log::info!("stopping; closing {} connections", self.conns.len());
+        }
+        Ok(())
+    }
+
+    /// Close the listeners (new clients are refused by the kernel from now on) and give the
+    /// open connections the grace period to finish.
+    fn begin_drain(&mut self) {
+        self.acceptor.close();
+        let grace = self.config.shutdown_grace;
+        self.drain_deadline = Some(Instant::now() + grace);
+        if !self.conns.is_empty() {
+            log::info!(
+                "draining: {} connections have up to {:.1} s to finish",
+                self.conns.len(),
+                grace.as_secs_f64()
+            );
+        }
+    }
+
+    /// Sleep until the next deadline, not at all if work is left over.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready_again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn dispatch(&mut self, event: &mio::event::Event) {
+        match token::decode(event.token()) {
+            Target::Waker => {} // answers and the stop flag are checked every pass
+            Target::Listener(_) => self.accept(),
+            Target::Conn(key, side) => {
+                // Every event is a hint: the connection may be gone or closing already.
+                match self.conns.get_mut(key) {
+                    Some(conn) if !conn.is_closed() => conn.on_ready(side, Readiness::of_event(event)),
+                    _ => return,
+                }
+                self.drive(key);
+            }
+        }
+    }
+
+    /// Run `f` on connection `key` with a context borrowed from the loop, then act on the step.
+    fn with_conn(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut Connection<Registry>, &mut Ctx<'_, Registry>) -> Step,
+    ) {
+        let EventLoop { poll, conns, timers, resolver, scratch, config, credentials, now, .. } = self;
+        let Some(conn) = conns.get_mut(key) else { return };
+        if conn.is_closed() {
+            return;
+        }
+        if scratch.is_empty() {
+            *scratch = vec![0; SCRATCH_SIZE].into_boxed_slice();
+        }
+        let mut ctx = Ctx {
+            net: poll.registry(),
+            resolver,
+            timers,
+            scratch,
+            #[cfg(target_os = "linux")]
+            pipes: self.pipes.as_mut(),
+            config,
+            credentials: credentials.as_deref(),
+            now: *now,
+            key,
+            conn: conn.id,
+        };
+        match f(conn, &mut ctx) {
+            Step::Wait => {}
+            Step::Again => self.ready_again.push(key),
+            Step::Close(reason) => {
+                conn.log_finish(reason, *now);
+                conn.mark_closed();
+                self.closing.push(key);
+            }
+        }
+    }
+
+    fn drive(&mut self, key: usize) {
+        self.with_conn(key, |conn, ctx| conn.drive(ctx));
+    }
+
+    fn drive_ready_again(&mut self) {
+        for key in std::mem::take(&mut self.ready_again) {
+            self.drive(key);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        while let Some((key, id, entry_at)) = self.timers.pop_due(now) {
+            let expired = match self.conns.get_mut(key) {
+                Some(conn) if conn.id == id => self.timers.check(&mut conn.deadline, entry_at, now, key, id),
+                _ => false, // the connection is gone; its stale entry is simply dropped
+            };
+            if expired {
+                self.with_conn(key, |conn, ctx| conn.on_timeout(ctx));
+            }
+        }
+    }
+
+    fn deliver_answers(&mut self) {
+        while let Some(answer) = self.resolver.try_answer() {
+            let key = answer.key;
+            match self.conns.get(key) {
+                Some(conn) if conn.id == answer.conn => {}
+                _ => continue, // late answer for a connection that is gone
+            }
+            self.with_conn(key, |conn, ctx| {
+                conn.on_resolved(ctx, &answer.host, answer.result);
+                conn.drive(ctx)
+            });
+        }
+    }
+
+    /// Accept until the backlogs are empty, the cap is reached, or descriptors run out.
+    fn accept(&mut self) {
+        loop {
+            let full = self.conns.len() >= self.max_connections;
+            let Some((stream, addr)) = self.acceptor.next(full, self.now) else { return };
+            self.admit(stream, addr);
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+        if !self.config.rules.client_allowed(addr.ip()) {
+            // Closed before a byte is read or written: a denied client learns nothing.
+            log::debug!("client {addr} denied by --allow-client rules");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = token::conn(key, Side::Client);
+        if let Err(e) =
+            self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            log::warn!("cannot register client {addr}: {e}");
+            return;
+        }
+        // Ids interleave across loops (loop i of n hands out i+1, i+1+n, ...), so log lines
+        // from different loops never share an id.
+        let id = self.accepted * self.count as u64 + self.index as u64 + 1;
+        self.accepted += 1;
+        let mut conn = Connection::new(stream, addr, id, self.now);
+        self.timers.set(&mut conn.deadline, self.now + self.config.handshake_timeout, key, id);
+        log::debug!("conn {id}: accepted from {addr}");
+        entry.insert(conn);
+        // The greeting often arrives with the connection: try it now instead of a poll later.
+        self.drive(key);
+    }
+
+    /// `freed`: connections were removed in this pass.
+    fn resume_accepting(&mut self, freed: bool) {
+        let full = self.conns.len() >= self.max_connections;
+        if self.acceptor.should_resume(full, freed, self.now) {
+            self.accept();
+        }
+    }
+
+    /// Returns whether anything was removed.
+    fn remove_closed(&mut self) -> bool {
+        let freed = !self.closing.is_empty();
+        for key in self.closing.drain(..) {
+            // Dropping the connection closes its sockets, which also removes them from epoll.
+            self.conns.try_remove(key);
+        }
+        freed
+    }
+}

@@ -1,0 +1,258 @@
+//! Running the server: binding the listeners, starting one event loop per worker thread,
+//! and stopping them (at once, or by draining). The loop itself is [`event_loop`]; accepting
+//! and its pacing are [`accept`].
+//!
+//! [`Server::start`] binds every listener first, so "address in use" is reported to the
+//! caller before anything runs, then runs each worker's loop on its own thread. Workers
+//! share nothing but the credentials and the stop/drain flags ([`Control`]).
+
+mod accept;
+mod event_loop;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+
+use mio::Waker;
+
+use crate::auth::{AuthFileError, CredentialStore};
+use crate::config::Config;
+use crate::listen;
+use event_loop::EventLoop;
+
+/// Why the server could not start. Shown to the operator as one line.
+#[derive(Debug)]
+pub enum StartError {
+    Listen {
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    /// A non-loopback listen address without authentication and without `--allow-open-proxy`.
+    OpenProxy(SocketAddr),
+    Auth(AuthFileError),
+    Setup(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Listen { addr, source } if source.kind() == io::ErrorKind::AddrInUse => {
+                write!(f, "cannot listen on {addr}: address already in use (is another proxy running?)")
+            }
+            StartError::Listen { addr, source } if source.kind() == io::ErrorKind::AddrNotAvailable => {
+                write!(f, "cannot listen on {addr}: no local interface has that address")
+            }
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::OpenProxy(addr) => write!(
+                f,
+                "refusing to listen on {addr} without authentication: anyone who can reach it could \
+                 use this proxy (an open proxy). Add --auth-file (or SOCKSLOOP_USER/SOCKSLOOP_PASS), \
+                 restrict clients with --allow-client, and pass --allow-open-proxy if this is intended"
+            ),
+            StartError::Auth(e) => write!(f, "cannot load credentials: {e}"),
+            StartError::Setup(e) => write!(f, "cannot start the event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// What the outside world asks of the loops; read by every worker once per pass.
+#[derive(Default)]
+pub(crate) struct Control {
+    /// Stop now, closing every connection.
+    pub(crate) stop: AtomicBool,
+    /// Stop accepting, let connections finish for the grace period, then stop.
+    pub(crate) drain: AtomicBool,
+}
+
+/// Stops a running server from any thread (a signal handler thread, a test).
+#[derive(Clone)]
+pub struct Stopper {
+    control: Arc<Control>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+impl Stopper {
+    /// Stop at once: every connection is closed.
+    pub fn stop(&self) {
+        self.control.stop.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Graceful stop: close the listeners, let established connections finish for up to
+    /// `Config::shutdown_grace`, then close the rest.
+    pub fn drain(&self) {
+        self.control.drain.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        for waker in &self.wakers {
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    local_addrs: Vec<SocketAddr>,
+    credentials: Option<Arc<CredentialStore>>,
+    stopper: Stopper,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Server {
+    /// Bind every listen address and start the event loop(s), each on its own thread.
+    ///
+    /// With `workers > 1` every worker gets its own `SO_REUSEPORT` listener on each address
+    /// and the kernel spreads new connections between them; workers share nothing but the
+    /// credentials and the stop/drain flags.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with_exit_hook(config, || {})
+    }
+
+    /// [`Server::start`], and call `on_exit` once the last event loop has ended (after a
+    /// stop, a drain, an error or a panic). The binary uses it to end its signal loop, so no
+    /// thread of its own has to sit waiting for the loops.
+    pub fn start_with_exit_hook(
+        config: Config,
+        on_exit: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Server, StartError> {
+        if !config.auth.is_configured()
+            && !config.allow_open_proxy
+            && let Some(&open) = config.listen.iter().find(|a| !a.ip().is_loopback())
+        {
+            return Err(StartError::OpenProxy(open));
+        }
+        let credentials = if config.auth.is_configured() {
+            Some(Arc::new(CredentialStore::open(config.auth.clone()).map_err(StartError::Auth)?))
+        } else {
+            None
+        };
+        let workers = config.workers.max(1);
+        let reuse_port = workers > 1;
+        let mut local_addrs: Vec<SocketAddr> = Vec::with_capacity(config.listen.len());
+        let mut listener_sets = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let mut listeners = Vec::with_capacity(config.listen.len());
+            for (i, &asked) in config.listen.iter().enumerate() {
+                // Later workers bind the port the first one got (it matters when 0 was asked).
+                let addr = local_addrs.get(i).copied().unwrap_or(asked);
+                let listener =
+                    listen::bind(addr, reuse_port).map_err(|source| StartError::Listen { addr, source })?;
+                if index == 0 {
+                    local_addrs.push(listener.local_addr().map_err(StartError::Setup)?);
+                }
+                listeners.push(listener);
+            }
+            listener_sets.push(listeners);
+        }
+        let control = Arc::new(Control::default());
+        let mut loops = Vec::with_capacity(workers);
+        for (index, listeners) in listener_sets.into_iter().enumerate() {
+            let shared = Shared { credentials: credentials.clone(), control: Arc::clone(&control) };
+            let worker = EventLoop::new(config.clone(), listeners, shared, (index, workers))
+                .map_err(StartError::Setup)?;
+            loops.push(worker);
+        }
+        let stopper = Stopper { control, wakers: loops.iter().map(EventLoop::waker).collect() };
+        let mut threads = Vec::with_capacity(workers);
+        let exit_notice = Arc::new(LastExitNotice { on_exit: Box::new(on_exit) });
+        for worker in loops {
+            let name = format!("socksloop-loop-{}", worker.index());
+            let notice = Arc::clone(&exit_notice);
+            let run = move || {
+                let result = worker.run();
+                drop(notice); // the last loop to let go of it calls on_exit
+                result
+            };
+            match thread::Builder::new().name(name).spawn(run) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stopper.stop();
+                    return Err(StartError::Setup(e));
+                }
+            }
+        }
+        Ok(Server { local_addrs, credentials, stopper, threads })
+    }
+
+    /// Re-read the credentials (SIGHUP). On error the old ones stay in force.
+    /// Established connections are not touched. Returns the number of users.
+    pub fn reload_credentials(&self) -> Result<usize, AuthFileError> {
+        match &self.credentials {
+            Some(store) => store.reload(),
+            None => Ok(0),
+        }
+    }
+
+    /// A handle for reloading from another thread (the signal thread).
+    pub fn credential_store(&self) -> Option<Arc<CredentialStore>> {
+        self.credentials.clone()
+    }
+
+    /// The addresses actually bound (with the real port when 0 was asked for).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Ask the loops to stop at once; [`Server::wait`] returns once they have.
+    pub fn stop(&self) {
+        self.stopper.stop();
+    }
+
+    /// Ask the loops to drain: stop accepting, let connections finish within the grace period.
+    pub fn drain(&self) {
+        self.stopper.drain();
+    }
+
+    /// Wait for the event loop to finish; its error, if it failed.
+    pub fn wait(mut self) -> io::Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("event loop thread panicked")),
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Server {
+    /// Dropping a server stops it, so tests never leak loops.
+    fn drop(&mut self) {
+        self.stop();
+        let _ = self.join();
+    }
+}
+
+/// What the workers share: only read-mostly things behind `Arc`s.
+pub(crate) struct Shared {
+    pub(crate) credentials: Option<Arc<CredentialStore>>,
+    pub(crate) control: Arc<Control>,
+}
+
+/// Calls its hook when the last clone is dropped, that is when the last event loop thread
+/// ends: `Drop` runs on a normal return and while unwinding from a panic alike.
+struct LastExitNotice {
+    on_exit: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Drop for LastExitNotice {
+    fn drop(&mut self) {
+        (self.on_exit)();
+    }
+}
