@@ -7,13 +7,13 @@
 // cfg(test) but without the test harness, so the shared files' test imports go unused.
 #![allow(dead_code, unused_imports)]
 
-#[path = "../../src/bin/socksloop-bench/pattern.rs"]
+#[path = "../../bench/src/pattern.rs"]
 pub mod pattern;
-#[path = "../../src/bin/socksloop-bench/target.rs"]
+#[path = "../../bench/src/target.rs"]
 pub mod target;
 #[path = "../../examples/threaded_baseline.rs"]
 pub mod threaded_baseline;
-#[path = "../../src/bin/socksloop-bench/wire.rs"]
+#[path = "../../bench/src/wire.rs"]
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
