@@ -3,7 +3,7 @@
 //!
 //! * `direct`: no proxy, the machine's limit;
 //! * `socksloop`: in-process, `socksloop::Server::start`;
-//! * `threaded`: the thread-per-connection baseline (`examples/threaded_baseline.rs`);
+//! * `threaded`: the thread-per-connection baseline (`bench/src/threaded_baseline.rs`);
 //! * the server named by `SOCKSLOOP_BENCH_PEER` (e.g. `microsocks -i 127.0.0.1 -p {port}`),
 //!   started as a child process on a free port and killed by PID afterwards.
 //!

@@ -1,14 +1,18 @@
 //! socksloop's measuring instruments, kept out of the product crate: the load tool
-//! `socksloop-bench` (`src/bin/socksloop-bench/`) and the code it shares with the criterion
-//! benches (`benches/`).
+//! `socksloop-bench` (`src/bin/socksloop-bench/`), the threaded baseline server
+//! (`src/bin/threaded_baseline.rs`), and the code they share with the criterion benches
+//! (`benches/`).
 //!
 //! * [`pattern`]: the deterministic, checkable byte stream of every throughput run;
 //! * [`wire`]: the SOCKS5 client handshake and the header that tells the target what to do;
-//! * [`target`]: the echo / sink / source server every benchmark connection ends at.
+//! * [`target`]: the echo / sink / source server every benchmark connection ends at;
+//! * [`threaded_baseline`]: the thread-per-connection SOCKS5 proxy socksloop is measured
+//!   against.
 //!
 //! It depends on the `socksloop` library only for its listener (`listen::bind`, for its
 //! backlog) and `limits::raise_nofile_limit`.
 
 pub mod pattern;
 pub mod target;
+pub mod threaded_baseline;
 pub mod wire;

@@ -11,7 +11,7 @@
 pub mod pattern;
 #[path = "../../bench/src/target.rs"]
 pub mod target;
-#[path = "../../examples/threaded_baseline.rs"]
+#[path = "../../bench/src/threaded_baseline.rs"]
 pub mod threaded_baseline;
 #[path = "../../bench/src/wire.rs"]
 pub mod wire;
