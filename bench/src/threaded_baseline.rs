@@ -8,7 +8,9 @@
 //! scheduler work) per relay, and one thread start per accepted client.
 //!
 //! Run it alone: `cargo run --release --bin threaded_baseline -- 127.0.0.1:1081`.
-//! `benches/relay.rs` includes this file with `#[path]` and calls [`serve`] in-process.
+//! The relay bench calls [`serve`] in-process (through [`servers::threaded`]).
+//!
+//! [`servers::threaded`]: crate::servers::threaded
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
