@@ -39,7 +39,7 @@ else
   CLIENT_CPU=(taskset -c 1)
 fi
 
-cargo build --release --bin socksloop --bin socksloop-bench --example threaded_baseline >&2
+cargo build --release --bin socksloop --bin socksloop-bench --bin threaded_baseline >&2
 STATIC=${STATIC:-1}
 if [ "$STATIC" = 1 ]; then
   STATIC_BIN=$(scripts/build-static.sh | tail -n 1)
@@ -129,7 +129,7 @@ serve socksloop "$BIN/socksloop" --listen "127.0.0.1:{port}" --log-level warn
 if [ "$STATIC" = 1 ]; then
   serve socksloop-static "$STATIC_BIN" --listen "127.0.0.1:{port}" --log-level warn
 fi
-serve threaded "$BIN/examples/threaded_baseline" "127.0.0.1:{port}"
+serve threaded "$BIN/threaded_baseline" "127.0.0.1:{port}"
 if command -v microsocks >/dev/null; then
   serve microsocks microsocks -i 127.0.0.1 -p "{port}"
 else

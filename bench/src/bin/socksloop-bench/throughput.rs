@@ -12,12 +12,13 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use socksloop_bench::pattern::{MAX_CHUNK, Pattern};
+use socksloop_bench::wire::{self, Header, Mode, Route};
+
 use super::Run;
 use super::args::{Direction, Limit};
 use super::child::TargetProcess;
-use super::pattern::{MAX_CHUNK, Pattern};
 use super::report::Value;
-use super::wire::{self, Header, Mode, Route};
 
 const MIB: f64 = 1024.0 * 1024.0;
 

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! * `E` echo: everything after the header comes back.
-//! * `U` upload: the target checks every byte against [`Pattern`](super::pattern) `SEED`.
+//! * `U` upload: the target checks every byte against [`Pattern`](crate::pattern) `SEED`.
 //! * `D` download: the target sends `LEN` pattern bytes (`u64::MAX`: until the client's FIN).
 //! * `B` both at once.
 //! * `H` hold: the target answers one byte `k` (the relay reaches it), then stays idle.
@@ -16,8 +16,6 @@
 //! In every mode the target, once it has read the client's FIN, stops generating, flushes,
 //! sends its own FIN and closes; so a client that half-closes and reads to EOF knows every
 //! byte it sent was received, without a status message mixed into the data.
-//!
-//! Shared with `benches/` through `#[path]`, so it uses nothing but `std`.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use super::target::{Snapshot, Target};
+use socksloop_bench::target::{Snapshot, Target};
 
 /// A target running in a child process; dropping it ends the child (by its PID).
 pub struct TargetProcess {

@@ -1,25 +1,12 @@
-//! What the relay bench shares with the `socksloop-bench` tool (included by `#[path]`, so
-//! there is one implementation of the target, the pattern and the SOCKS client), plus the
-//! servers under test: socksloop in-process, the threaded baseline in-process, and an
-//! external server from `SOCKSLOOP_BENCH_PEER`.
-
-// The bench uses only part of each shared module, and bench targets are built with
-// cfg(test) but without the test harness, so the shared files' test imports go unused.
-#![allow(dead_code, unused_imports)]
-
-#[path = "../../src/bin/socksloop-bench/pattern.rs"]
-pub mod pattern;
-#[path = "../../src/bin/socksloop-bench/target.rs"]
-pub mod target;
-#[path = "../../examples/threaded_baseline.rs"]
-pub mod threaded_baseline;
-#[path = "../../src/bin/socksloop-bench/wire.rs"]
-pub mod wire;
+//! The servers the relay bench measures: socksloop in-process, the threaded baseline
+//! in-process, and an external server from `SOCKSLOOP_BENCH_PEER`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::{threaded_baseline, wire};
 
 /// A server under test; dropping it stops it (socksloop, a child) or leaves it to the
 /// process's end (the threaded baseline's accept loop has no stop).

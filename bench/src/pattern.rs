@@ -6,8 +6,6 @@
 //! `memcmp`: the load generator must cost far less than the proxy it measures. `PERIOD` is
 //! prime so a slip by any power-of-two buffer size cannot line the stream up with itself.
 //! Each stream gets its own seed, so bytes delivered to the wrong stream fail the check.
-//!
-//! Shared with `benches/` through `#[path]`, so it uses nothing but `std`.
 
 /// Length of the repeating table: a prime near 256 KiB.
 pub const PERIOD: usize = 262_139;

@@ -1,5 +1,5 @@
 //! The target every benchmark connection ends at: one `mio` loop on its own thread that
-//! speaks the header protocol of [`wire`](super::wire) (echo, upload check, download,
+//! speaks the header protocol of [`wire`](crate::wire) (echo, upload check, download,
 //! hold).
 //!
 //! Event-driven rather than thread-per-connection so it can hold thousands of idle relays
@@ -7,8 +7,6 @@
 //! connection-rate workload) without becoming what is measured. Upload checks are counted
 //! in shared [`Stats`], which the load tool reads after each run to prove that every byte
 //! it sent arrived intact.
-//!
-//! Shared with `benches/` through `#[path]`: uses `std`, `mio` and `slab` only.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -22,8 +20,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::pattern::{MAX_CHUNK, Pattern};
-use super::wire::{HEADER_LEN, HOLD_ACK, Header, Mode};
+use crate::pattern::{MAX_CHUNK, Pattern};
+use crate::wire::{HEADER_LEN, HOLD_ACK, Header, Mode};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);

@@ -9,9 +9,10 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use socksloop_bench::wire::{self, HEADER_LEN, Header, Mode, Route};
+
 use super::Run;
 use super::report::{Value, quantile};
-use super::wire::{self, HEADER_LEN, Header, Mode, Route};
 
 const ECHO_LEN: usize = 64;
 /// Latency samples kept per client; beyond it only the count grows (memory stays bounded).

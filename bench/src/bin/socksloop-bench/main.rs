@@ -4,16 +4,18 @@
 //! [`wire`]'s header protocol with [`pattern`] bytes) in a child process; the workloads
 //! ([`throughput`], [`connrate`], [`memory`]) each measure one run of one case; this file
 //! repeats runs, picks medians and hands [`report`] the records. `--help` says the rest.
+//! `target`, `wire` and `pattern` live in this package's library, shared with the benches.
+//!
+//! [`target`]: socksloop_bench::target
+//! [`wire`]: socksloop_bench::wire
+//! [`pattern`]: socksloop_bench::pattern
 
 mod args;
 mod child;
 mod connrate;
 mod memory;
-mod pattern;
 mod report;
-mod target;
 mod throughput;
-mod wire;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -22,7 +24,7 @@ use std::time::Instant;
 use args::{Command, Format, Limit, Options, Workload};
 use child::TargetProcess;
 use report::{Record, Value};
-use wire::Route;
+use socksloop_bench::wire::Route;
 
 /// One run of one case, as a workload reports it.
 pub struct Run {

@@ -3,35 +3,34 @@
 //!
 //! * `direct`: no proxy, the machine's limit;
 //! * `socksloop`: in-process, `socksloop::Server::start`;
-//! * `threaded`: the thread-per-connection baseline (`examples/threaded_baseline.rs`);
+//! * `threaded`: the thread-per-connection baseline (`socksloop_bench::threaded_baseline`);
 //! * the server named by `SOCKSLOOP_BENCH_PEER` (e.g. `microsocks -i 127.0.0.1 -p {port}`),
 //!   started as a child process on a free port and killed by PID afterwards.
 //!
 //! Everything shares this process and the machine's cores, so compare servers with each
 //! other, not with the pinned `socksloop-bench` numbers in docs/benchmarks.md.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use support::pattern::{MAX_CHUNK, Pattern};
-use support::target::Target;
-use support::wire::{self, HEADER_LEN, Header, Mode, Route};
+use socksloop_bench::pattern::{MAX_CHUNK, Pattern};
+use socksloop_bench::servers::{self, Server};
+use socksloop_bench::target::Target;
+use socksloop_bench::wire::{self, HEADER_LEN, Header, Mode, Route};
 
 const DOWNLOAD: u64 = 16 << 20;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const SEED: u64 = 0x50c5_100b;
 
-fn servers() -> Vec<(String, support::Server)> {
-    let mut servers = vec![
-        ("direct".to_string(), support::Server::Direct),
-        ("socksloop".to_string(), support::socksloop()),
-        ("threaded".to_string(), support::threaded()),
+fn all_servers() -> Vec<(String, Server)> {
+    let mut all = vec![
+        ("direct".to_string(), Server::Direct),
+        ("socksloop".to_string(), servers::socksloop()),
+        ("threaded".to_string(), servers::threaded()),
     ];
-    servers.extend(support::peer());
-    servers
+    all.extend(servers::peer());
+    all
 }
 
 /// One connection, 16 MiB downloaded and checked byte for byte.
@@ -64,7 +63,7 @@ fn connect_echo(route: Route, target: std::net::SocketAddr) {
 fn relay(c: &mut Criterion) {
     let target = Target::start("127.0.0.1:0".parse().expect("valid address")).expect("target starts");
     let addr = target.addr();
-    let servers = servers();
+    let servers = all_servers();
     let pattern = Pattern::new(SEED);
     let mut buf = vec![0u8; MAX_CHUNK];
 

@@ -7,8 +7,10 @@
 //! fair baseline; it keeps the seed's architecture, with its costs: two threads (stacks,
 //! scheduler work) per relay, and one thread start per accepted client.
 //!
-//! Run it alone: `cargo run --release --example threaded_baseline -- 127.0.0.1:1081`.
-//! `benches/relay.rs` includes this file with `#[path]` and calls [`serve`] in-process.
+//! Run it alone: `cargo run --release --bin threaded_baseline -- 127.0.0.1:1081`.
+//! The relay bench calls [`serve`] in-process (through [`servers::threaded`]).
+//!
+//! [`servers::threaded`]: crate::servers::threaded
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -198,28 +200,4 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
 
 fn invalid(message: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
-/// Raise the soft open-file limit to the hard one: two descriptors per relay.
-fn raise_nofile_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we own; setrlimit only reads it.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
-#[allow(dead_code)] // `main` only when built as the example; the bench includes this file.
-fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:1081".to_string());
-    let addr: SocketAddr = addr.parse().expect("usage: threaded_baseline [IP:PORT]");
-    raise_nofile_limit();
-    let listener = TcpListener::bind(addr).expect("cannot listen");
-    eprintln!("threaded_baseline: listening on {}", listener.local_addr().expect("bound address"));
-    if let Err(e) = serve(listener) {
-        eprintln!("threaded_baseline: {e}");
-    }
 }

@@ -9,9 +9,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use socksloop_bench::wire::{self, HOLD_ACK, Header, Mode, Route};
+
 use super::Run;
 use super::report::Value;
-use super::wire::{self, HOLD_ACK, Header, Mode, Route};
 
 /// Time for the server to finish whatever the last connections started before reading RSS.
 const SETTLE: Duration = Duration::from_millis(1000);

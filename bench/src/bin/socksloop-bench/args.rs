@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::wire::Route;
+use socksloop_bench::wire::Route;
 
 pub const HELP: &str = "\
 socksloop-bench: load generator for any SOCKS5 server (or none, with --direct)
