@@ -72,6 +72,11 @@ impl Script {
         s.room = s.room.saturating_add(n);
     }
 
+    /// Writes may take exactly `n` more bytes from now on.
+    pub fn set_room(&self, n: usize) {
+        self.0.borrow_mut().room = n;
+    }
+
     /// A connect in progress completes (`true`) or is refused (`false`).
     pub fn finish_connect(&self, ok: bool) {
         let mut s = self.0.borrow_mut();

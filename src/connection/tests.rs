@@ -1,1 +1,523 @@
-//! Per-phase unit tests over the simulated network.
+//! Per-phase unit tests over the simulated network ([`crate::sim`]): no socket, no thread,
+//! no clock. [`Rig`] holds one connection and what the loop would lend it; constructors put
+//! the connection in a given phase through the real transitions (as smoltcp's
+//! `socket_established()` does), and each test drives one transition and checks the phase,
+//! the bytes on the wire and the sockets opened.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use super::*;
+use crate::acl::Cidr;
+use crate::auth::AuthSource;
+use crate::net::Stream as _;
+use crate::protocol::encode_udp_header;
+use crate::sim::{ConnectPlan, DatagramScript, ListenerScript, Script, SimNet};
+
+const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
+const TARGET: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 80);
+
+/// ATYP ADDR PORT for `addr`, as requests and replies carry it.
+fn addr_bytes(addr: SocketAddr) -> Vec<u8> {
+    let mut reply = Vec::new();
+    crate::protocol::encode_reply(Reply::Succeeded, Some(addr), &mut reply);
+    reply.split_off(3)
+}
+
+fn connect_request(target: SocketAddr) -> Vec<u8> {
+    let mut bytes = vec![5, 1, 0];
+    bytes.extend_from_slice(&addr_bytes(target));
+    bytes
+}
+
+fn domain_request(cmd: u8, host: &str, port: u16) -> Vec<u8> {
+    let mut bytes = vec![5, cmd, 0, 3, host.len() as u8];
+    bytes.extend_from_slice(host.as_bytes());
+    bytes.extend_from_slice(&port.to_be_bytes());
+    bytes
+}
+
+/// One connection on a simulated network, and everything the loop would lend it.
+struct Rig {
+    net: SimNet,
+    resolver: Resolver,
+    timers: Timers,
+    scratch: Vec<u8>,
+    config: Config,
+    credentials: Option<CredentialStore>,
+    conn: Connection<SimNet>,
+    client: Script,
+    last: Step,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut Config)) -> Rig {
+        let mut config = Config::default();
+        tweak(&mut config);
+        let credentials =
+            config.auth.is_configured().then(|| CredentialStore::open(config.auth.clone()).unwrap());
+        let client = Script::default();
+        client.grant(usize::MAX);
+        let conn = Connection::new(client.stream(), CLIENT, 7, Instant::now());
+        Rig {
+            net: SimNet::new(),
+            resolver: Resolver::detached(),
+            timers: Timers::default(),
+            scratch: vec![0; 64 * 1024 + HEADER_ROOM],
+            config,
+            credentials,
+            conn,
+            client,
+            last: Step::Wait,
+        }
+    }
+
+    /// Run `f` with a context, as the loop's `with_conn` does.
+    fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Connection<SimNet>, &mut Ctx<'_, SimNet>) -> R) -> R {
+        let mut ctx = Ctx {
+            net: &self.net,
+            resolver: &self.resolver,
+            timers: &mut self.timers,
+            scratch: &mut self.scratch,
+            #[cfg(target_os = "linux")]
+            pipes: None,
+            config: &self.config,
+            credentials: self.credentials.as_ref(),
+            now: Instant::now(),
+            key: 3,
+            conn: 7,
+        };
+        f(&mut self.conn, &mut ctx)
+    }
+
+    fn drive(&mut self) -> &Step {
+        self.last = self.with_ctx(|conn, ctx| conn.drive(ctx));
+        &self.last
+    }
+
+    /// Bytes arrive from the client; the connection is driven.
+    fn client_sends(&mut self, bytes: &[u8]) -> &Step {
+        self.client.supply(bytes);
+        self.conn.on_ready(Side::Client, Readiness::READABLE);
+        self.drive()
+    }
+
+    fn timeout(&mut self) -> &Step {
+        self.last = self.with_ctx(|conn, ctx| conn.on_timeout(ctx));
+        &self.last
+    }
+
+    fn resolve(&mut self, result: io::Result<Vec<SocketAddr>>) -> &Step {
+        self.last = self.with_ctx(|conn, ctx| {
+            conn.on_resolved(ctx, "example.test", result);
+            conn.drive(ctx)
+        });
+        &self.last
+    }
+
+    fn phase(&self) -> &'static str {
+        self.conn.phase_name()
+    }
+
+    /// What the client received since the last call.
+    fn client_got(&self) -> Vec<u8> {
+        let got = self.client.written();
+        self.client.discard_written();
+        got
+    }
+
+    /// Past the greeting (no auth): `AwaitRequest`.
+    fn awaiting_request() -> Rig {
+        let mut rig = Rig::new();
+        rig.client_sends(&[5, 1, 0]);
+        assert_eq!(rig.client_got(), [5, 0]);
+        rig
+    }
+
+    /// A CONNECT to `TARGET` in flight: `Connecting`.
+    fn connecting() -> Rig {
+        let mut rig = Rig::awaiting_request();
+        rig.client_sends(&connect_request(TARGET));
+        assert_eq!(rig.phase(), "Connecting");
+        rig
+    }
+
+    /// The upstream of the newest attempt finishes connecting (`ok`) or is refused.
+    fn finish_connect(&mut self, ok: bool) -> &Step {
+        let (_, id, script) = self.net.connects().pop().expect("an attempt");
+        script.finish_connect(ok);
+        self.conn.on_ready(id.side, Readiness::WRITABLE);
+        self.drive()
+    }
+
+    /// A relay to `TARGET`: `Relaying`, the success reply consumed; returns the upstream.
+    fn relaying() -> (Rig, Script) {
+        let mut rig = Rig::connecting();
+        rig.finish_connect(true);
+        assert_eq!(rig.phase(), "Relaying");
+        assert_eq!(rig.client_got()[..2], [5, 0]);
+        let upstream = rig.net.last_upstream().unwrap();
+        upstream.grant(usize::MAX);
+        (rig, upstream)
+    }
+}
+
+// ---- Handshake -------------------------------------------------------------------------
+
+#[test]
+fn handshake_transitions() {
+    // (greeting, auth configured, expected phase, expected reply)
+    let table: [(&[u8], bool, &str, &[u8]); 5] = [
+        (&[5, 1, 0], false, "AwaitRequest", &[5, 0]),
+        (&[5, 1, 2], false, "Rejecting", &[5, 0xFF]),
+        (&[5, 2, 0, 2], true, "AwaitAuth", &[5, 2]),
+        (&[5, 1, 0], true, "Rejecting", &[5, 0xFF]),
+        (&[5], false, "AwaitGreeting", &[]),
+    ];
+    for (greeting, auth, phase, reply) in table {
+        let mut rig = Rig::with(|c| {
+            if auth {
+                c.auth = AuthSource { file: None, env_user: Some(("u".into(), "p".into())) };
+            }
+        });
+        assert_eq!(rig.client_sends(greeting), &Step::Wait, "{greeting:?}");
+        assert_eq!(rig.phase(), phase, "{greeting:?} auth={auth}");
+        assert_eq!(rig.client_got(), reply, "{greeting:?} auth={auth}");
+    }
+}
+
+#[test]
+fn handshake_closes_with_typed_reasons() {
+    let table: [(&[u8], bool, CloseReason); 4] = [
+        (&[0x47, 0x45, 0x54], false, CloseReason::NotSocks), // "GET"
+        (&[0x16, 3, 1], false, CloseReason::NotSocks),       // a TLS ClientHello
+        (&[5, 1, 0], true, CloseReason::ClientClosedHandshake),
+        (&[5, 1, 0, 4, 1, 0, 1], false, CloseReason::BadRequestVersion),
+    ];
+    for (bytes, eof, reason) in table {
+        let mut rig = Rig::new();
+        rig.client.supply(bytes);
+        if eof {
+            rig.client.close();
+        }
+        rig.conn.on_ready(Side::Client, Readiness::READABLE);
+        assert_eq!(rig.drive(), &Step::Close(reason), "{bytes:?}");
+    }
+}
+
+#[test]
+fn early_payload_behind_a_request_reaches_the_target_first_and_whole() {
+    let mut rig = Rig::awaiting_request();
+    let payload: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+    let mut bytes = domain_request(1, &"a".repeat(60), 80);
+    bytes.extend_from_slice(&payload);
+    rig.client_sends(&bytes);
+    assert_eq!(rig.phase(), "Resolving");
+    rig.resolve(Ok(vec![TARGET]));
+    let upstream = rig.net.last_upstream().unwrap();
+    upstream.grant(usize::MAX);
+    rig.finish_connect(true);
+    assert_eq!(rig.phase(), "Relaying");
+    // Part came with the request (kept from the handshake buffer), the rest is read by the relay.
+    rig.conn.on_ready(Side::Client, Readiness::READABLE);
+    rig.drive();
+    assert_eq!(upstream.written(), payload);
+}
+
+#[test]
+fn username_password_success_and_failure() {
+    for (password, phase, status) in [(&b"p"[..], "AwaitRequest", 0u8), (b"wrong", "Rejecting", 1)] {
+        let mut rig =
+            Rig::with(|c| c.auth = AuthSource { file: None, env_user: Some(("u".into(), "p".into())) });
+        rig.client_sends(&[5, 1, 2]);
+        assert_eq!(rig.client_got(), [5, 2]);
+        let mut auth = vec![1, 1, b'u', password.len() as u8];
+        auth.extend_from_slice(password);
+        rig.client_sends(&auth);
+        assert_eq!(rig.phase(), phase);
+        assert_eq!(rig.client_got(), [1, status]);
+    }
+}
+
+#[test]
+fn request_transitions() {
+    // (request, phase, reply bytes sent at once)
+    let table: Vec<(Vec<u8>, &str, Vec<u8>)> = vec![
+        (connect_request(TARGET), "Connecting", vec![]),
+        (domain_request(1, "example.test", 80), "Resolving", vec![]),
+        (domain_request(1, "bad host", 80), "Rejecting", vec![5, 4, 0, 1, 0, 0, 0, 0, 0, 0]),
+        (vec![5, 9, 0, 1, 1, 2, 3, 4, 0, 80], "Rejecting", vec![5, 7, 0, 1, 0, 0, 0, 0, 0, 0]),
+        (vec![5, 1, 0, 9, 1, 2, 3, 4, 0, 80], "Rejecting", vec![5, 8, 0, 1, 0, 0, 0, 0, 0, 0]),
+    ];
+    for (request, phase, reply) in table {
+        let mut rig = Rig::awaiting_request();
+        rig.client_sends(&request);
+        assert_eq!(rig.phase(), phase, "{request:?}");
+        assert_eq!(rig.client_got(), reply, "{request:?}");
+    }
+}
+
+#[test]
+fn socks4_connect_and_refusal() {
+    let socks4 = [4, 1, 0, 80, 192, 0, 2, 7, b'u', 0];
+    let mut rig = Rig::new();
+    rig.client_sends(&socks4);
+    assert_eq!(rig.phase(), "Connecting");
+    rig.finish_connect(true);
+    assert_eq!(rig.client_got()[..2], [0, 0x5a], "SOCKS4 reply format");
+
+    let mut rig = Rig::with(|c| c.socks4 = false);
+    rig.client_sends(&socks4);
+    assert_eq!(rig.phase(), "Rejecting");
+    assert_eq!(rig.client_got(), [0, 0x5b, 0, 0, 0, 0, 0, 0]);
+}
+
+// ---- Resolving -------------------------------------------------------------------------
+
+#[test]
+fn resolving_transitions() {
+    let cases: [(io::Result<Vec<SocketAddr>>, &str, Option<u8>); 3] = [
+        (Ok(vec![TARGET]), "Connecting", None),
+        (Ok(vec![]), "Rejecting", Some(4)),
+        (Err(io::Error::other("NXDOMAIN")), "Rejecting", Some(4)),
+    ];
+    for (answer, phase, reply) in cases {
+        let mut rig = Rig::awaiting_request();
+        rig.client_sends(&domain_request(1, "example.test", 80));
+        rig.resolve(answer);
+        assert_eq!(rig.phase(), phase);
+        assert_eq!(rig.client_got().get(1).copied(), reply);
+    }
+    let mut rig = Rig::awaiting_request();
+    rig.client_sends(&domain_request(1, "example.test", 80));
+    rig.timeout();
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 6), "connect timeout while resolving");
+}
+
+// ---- Connecting ------------------------------------------------------------------------
+
+#[test]
+fn connect_success_replies_with_the_bound_address_and_relays_early_payload_first() {
+    let mut rig = Rig::awaiting_request();
+    let mut request = connect_request(TARGET);
+    request.extend_from_slice(b"early");
+    rig.client_sends(&request);
+    let (addr, id, upstream) = rig.net.connects().pop().unwrap();
+    assert_eq!((addr, id), (TARGET, SocketId { key: 3, side: Side::Upstream(0) }));
+    upstream.grant(usize::MAX);
+    rig.finish_connect(true);
+    assert_eq!(rig.phase(), "Relaying");
+    let bound = addr_bytes(upstream.stream().local_addr().unwrap());
+    assert_eq!(rig.client_got(), [&[5, 0, 0][..], &bound].concat());
+    assert_eq!(upstream.written(), b"early");
+}
+
+#[test]
+fn connect_tries_the_next_address_and_replies_from_the_last_error() {
+    let second: SocketAddr = "192.0.2.8:80".parse().unwrap();
+    let mut rig = Rig::awaiting_request();
+    rig.client_sends(&domain_request(1, "example.test", 80));
+    rig.resolve(Ok(vec![TARGET, second]));
+    rig.finish_connect(false);
+    assert_eq!(rig.phase(), "Connecting", "the second address is tried");
+    let connects = rig.net.connects();
+    assert_eq!(connects.len(), 2);
+    assert_eq!(connects[1].0, second);
+    assert_ne!(connects[0].1, connects[1].1, "each attempt has its own slot");
+    // Readiness for the closed first attempt's slot is stale and ignored.
+    rig.conn.on_ready(connects[0].1.side, Readiness::BOTH);
+    assert_eq!(rig.drive(), &Step::Wait);
+    rig.finish_connect(false);
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 5), "refused");
+}
+
+#[test]
+fn connect_failing_at_once_and_egress_rules() {
+    let mut rig = Rig::awaiting_request();
+    rig.net.plan_connect(ConnectPlan::FailAtOnce(io::ErrorKind::NetworkUnreachable));
+    rig.client_sends(&connect_request(TARGET));
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 3));
+
+    let mut rig = Rig::with(|c| c.rules.deny_dest = vec![Cidr::new(TARGET.ip(), 32).unwrap()]);
+    rig.client_sends(&[5, 1, 0]);
+    rig.client_got();
+    rig.client_sends(&connect_request(TARGET));
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 2));
+    assert!(rig.net.connects().is_empty(), "a denied address is never connected to");
+
+    let mut rig = Rig::connecting();
+    rig.timeout();
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 6));
+}
+
+// ---- Relaying --------------------------------------------------------------------------
+
+#[test]
+fn relay_moves_bytes_half_closes_and_finishes() {
+    let (mut rig, upstream) = Rig::relaying();
+    rig.client_sends(b"ping");
+    assert_eq!(upstream.written(), b"ping");
+    upstream.supply(b"pong");
+    rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
+    rig.drive();
+    assert_eq!(rig.client_got(), b"pong");
+    rig.client.close();
+    rig.conn.on_ready(Side::Client, Readiness { peer_closed: true, ..Readiness::READABLE });
+    assert_eq!(rig.drive(), &Step::Wait);
+    assert!(upstream.is_shut(), "client FIN becomes upstream FIN");
+    upstream.close();
+    rig.conn.on_ready(Side::Upstream(0), Readiness { peer_closed: true, ..Readiness::READABLE });
+    assert_eq!(rig.drive(), &Step::Close(CloseReason::Done));
+    assert!(rig.client.is_shut());
+}
+
+#[test]
+fn relay_closes_on_reset_and_idle_timeout() {
+    let (mut rig, upstream) = Rig::relaying();
+    upstream.reset();
+    rig.conn.on_ready(Side::Upstream(0), Readiness { peer_closed: true, ..Readiness::BOTH });
+    assert_eq!(rig.drive(), &Step::Close(CloseReason::Reset));
+
+    let (mut rig, _) = Rig::relaying();
+    assert_eq!(rig.timeout(), &Step::Close(CloseReason::IdleTimeout));
+}
+
+#[test]
+fn relay_backpressure_stops_reading_the_source() {
+    let (mut rig, upstream) = Rig::relaying();
+    rig.client.set_room(1000);
+    upstream.supply(&vec![1; 300_000]);
+    rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
+    assert_eq!(rig.drive(), &Step::Wait);
+    assert_eq!(rig.client_got().len(), 1000);
+    let one_read = rig.scratch.len();
+    assert_eq!(upstream.unread(), 300_000 - one_read, "reading stopped while the client is full");
+    assert!(rig.conn.buffered_bytes() <= 64 * 1024 + HEADER_ROOM, "bounded: {}", rig.conn.buffered_bytes());
+    rig.client.set_room(usize::MAX);
+    for _ in 0..100 {
+        rig.conn.on_ready(Side::Client, Readiness::WRITABLE);
+        rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
+        rig.drive();
+    }
+    assert_eq!(rig.client_got().len(), 300_000 - 1000, "nothing lost");
+    assert_eq!(rig.conn.buffered_bytes(), 0, "drained: no memory held");
+}
+
+// ---- BindWaiting -----------------------------------------------------------------------
+
+#[test]
+fn bind_replies_twice_and_accepts_only_the_expected_peer() {
+    let mut rig = Rig::awaiting_request();
+    let mut request = vec![5, 2, 0];
+    request.extend_from_slice(&addr_bytes(TARGET));
+    rig.client_sends(&request);
+    assert_eq!(rig.phase(), "BindWaiting");
+    let (id, listener): (SocketId, ListenerScript) = rig.net.listeners().pop().unwrap();
+    assert_eq!(id.side, Side::Aux);
+    let first = rig.client_got();
+    assert_eq!(first, [&[5, 0, 0][..], &addr_bytes(listener.addr())].concat());
+
+    let stranger = listener.connect_from("192.0.2.99:1234".parse().unwrap());
+    rig.conn.on_ready(Side::Aux, Readiness::READABLE);
+    rig.drive();
+    assert_eq!(rig.phase(), "BindWaiting", "a stranger is refused");
+    drop(stranger);
+
+    let peer_addr: SocketAddr = "192.0.2.7:2000".parse().unwrap();
+    let peer = listener.connect_from(peer_addr);
+    peer.grant(usize::MAX);
+    rig.conn.on_ready(Side::Aux, Readiness::READABLE);
+    rig.drive();
+    assert_eq!(rig.phase(), "Relaying");
+    assert_eq!(rig.client_got(), [&[5, 0, 0][..], &addr_bytes(peer_addr)].concat());
+    assert_eq!(rig.net.adopted(), [SocketId { key: 3, side: Side::Upstream(0) }]);
+    rig.client_sends(b"to peer");
+    assert_eq!(peer.written(), b"to peer");
+}
+
+#[test]
+fn bind_times_out_with_ttl_expired() {
+    let mut rig = Rig::awaiting_request();
+    let mut request = vec![5, 2, 0];
+    request.extend_from_slice(&addr_bytes(TARGET));
+    rig.client_sends(&request);
+    rig.client_got();
+    rig.timeout();
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 6));
+}
+
+// ---- UdpAssociated ---------------------------------------------------------------------
+
+#[test]
+fn udp_association_relays_both_ways_and_ends_with_the_control_connection() {
+    let mut rig = Rig::awaiting_request();
+    rig.client_sends(&[5, 3, 0, 1, 0, 0, 0, 0, 0x13, 0x88]); // client sends from port 5000
+    assert_eq!(rig.phase(), "UdpAssociated");
+    let sockets = rig.net.datagrams();
+    let (client_side, upstream_side): (&DatagramScript, &DatagramScript) = (&sockets[0].1, &sockets[1].1);
+    assert_eq!((sockets[0].0.side, sockets[1].0.side), (Side::Aux, Side::Upstream(0)));
+    assert_eq!(rig.client_got(), [&[5, 0, 0][..], &addr_bytes(client_side.addr())].concat());
+
+    let from_client = SocketAddr::new(CLIENT.ip(), 5000);
+    let mut datagram = Vec::new();
+    encode_udp_header(TARGET, &mut datagram);
+    datagram.extend_from_slice(b"question");
+    client_side.deliver(&datagram, from_client);
+    client_side.deliver(&datagram, "192.0.2.50:5000".parse().unwrap()); // foreign: dropped
+    rig.conn.on_ready(Side::Aux, Readiness::READABLE);
+    rig.drive();
+    let sent = upstream_side.take_sent();
+    assert_eq!(sent.len(), 1, "the foreign sender's datagram is dropped");
+    assert_eq!(sent[0].0, b"question");
+
+    upstream_side.deliver(b"answer", TARGET);
+    rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
+    rig.drive();
+    let back = client_side.take_sent();
+    let mut expected = Vec::new();
+    encode_udp_header(TARGET, &mut expected);
+    expected.extend_from_slice(b"answer");
+    assert_eq!(back, [(expected, from_client)]);
+
+    rig.client.close();
+    rig.conn.on_ready(Side::Client, Readiness::READABLE);
+    assert_eq!(rig.drive(), &Step::Close(CloseReason::UdpEndedByClient));
+}
+
+// ---- Rejecting -------------------------------------------------------------------------
+
+#[test]
+fn rejecting_flushes_half_closes_and_lingers_until_the_clients_fin() {
+    let mut rig = Rig::new();
+    rig.client_sends(&[5, 1, 2]); // no acceptable method
+    assert_eq!(rig.phase(), "Rejecting");
+    assert_eq!(rig.client_got(), [5, 0xFF]);
+    assert!(rig.client.is_shut(), "FIN after the reply");
+    rig.client_sends(b"more junk");
+    assert_eq!(rig.phase(), "Rejecting", "lingers, discarding");
+    rig.client.close();
+    rig.conn.on_ready(Side::Client, Readiness::READABLE);
+    assert_eq!(rig.drive(), &Step::Close(CloseReason::Rejected));
+
+    let mut rig = Rig::new();
+    rig.client_sends(&[5, 1, 2]);
+    assert_eq!(rig.timeout(), &Step::Close(CloseReason::Rejected));
+}
+
+#[test]
+fn a_reply_the_client_cannot_take_yet_waits_and_is_delivered_in_order() {
+    let mut rig = Rig::new();
+    rig.client.set_room(1);
+    rig.client_sends(&[5, 1, 0]);
+    assert_eq!(rig.client_got(), [5], "half the method selection");
+    rig.client_sends(&connect_request(TARGET));
+    rig.finish_connect(true);
+    rig.client.set_room(usize::MAX);
+    rig.conn.on_ready(Side::Client, Readiness::WRITABLE);
+    rig.drive();
+    assert_eq!(rig.client_got()[..3], [0, 5, 0], "rest of the selection, then the reply");
+}
