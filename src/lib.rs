@@ -7,6 +7,12 @@
 //!
 //! The public modules are what the binary, the integration tests, the benches and the fuzz
 //! targets use; the rest is private so the compiler can say when something is unused.
+//! The reference a reader browses is built with the private items:
+//! `cargo doc --no-deps --document-private-items --open`.
+
+// The docs are meant to be read with private items (see above), so a public module's docs may
+// point at the private types that do its work.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod acl;
 pub mod auth;

@@ -5,7 +5,7 @@
 //! * three socket traits, [`Stream`] (TCP), [`Listener`] (a BIND's listening socket) and
 //!   [`Datagram`] (a UDP association's sockets);
 //! * [`End`]: one socket plus the [`Readiness`] we were told about and have not used up;
-//! * [`read`] and [`write`], which sort every outcome into a [`ReadOutcome`] or a
+//! * [`read()`] and [`write()`], which sort every outcome into a [`ReadOutcome`] or a
 //!   [`WriteOutcome`] so the rules (`Interrupted` is retried, `WouldBlock` clears the flag,
 //!   `Ok(0)` from a read is end-of-stream) live in one place;
 //! * [`Net`]: the handle that opens sockets *already registered* with the event loop under

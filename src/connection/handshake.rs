@@ -1,7 +1,7 @@
 //! The `Handshake` phase: collect the client's bytes and parse them, message by message,
 //! until a request is complete.
 //!
-//! SOCKS5 goes `AwaitGreeting` → [`AwaitAuth`] → `AwaitRequest` (RFC 1928 §3–4, RFC 1929);
+//! SOCKS5 goes `AwaitGreeting` → `AwaitAuth` (if a password is required) → `AwaitRequest` (RFC 1928 §3–4, RFC 1929);
 //! a first byte of 4 is a SOCKS4/4a request instead, all in one message. Bytes are collected
 //! in a fixed buffer larger than the longest message (greeting 257, auth 513, request 262),
 //! and the parser runs again after each read: a message split into single bytes works, and

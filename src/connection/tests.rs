@@ -280,7 +280,8 @@ fn socks4_connect_and_refusal() {
 
 #[test]
 fn resolving_transitions() {
-    let cases: [(io::Result<Vec<SocketAddr>>, &str, Option<u8>); 3] = [
+    type Case = (io::Result<Vec<SocketAddr>>, &'static str, Option<u8>);
+    let cases: [Case; 3] = [
         (Ok(vec![TARGET]), "Connecting", None),
         (Ok(vec![]), "Rejecting", Some(4)),
         (Err(io::Error::other("NXDOMAIN")), "Rejecting", Some(4)),
