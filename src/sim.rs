@@ -44,6 +44,11 @@ struct StreamState {
 pub struct Script(Rc<RefCell<StreamState>>);
 
 impl Script {
+    /// Whether both handles are on the same stream.
+    pub fn same(&self, other: &Script) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
     /// A stream that uses this script.
     pub fn stream(&self) -> SimStream {
         SimStream(self.clone())

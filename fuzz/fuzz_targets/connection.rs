@@ -1,21 +1,18 @@
-//! Drives one whole `Connection` state machine with arbitrary events from both sides,
-//! without any socket.
+//! Drives one whole `Connection` state machine with arbitrary events from every side, on the
+//! simulated network (`socksloop::sim`): no socket, no kernel, every phase reachable,
+//! BIND and UDP ASSOCIATE included.
 //!
-//! The client and the upstream are scripted in-memory streams (`Fake`, implementing
-//! `socksloop::socket::Socket`); readiness is hinted directly; resolver answers and deadlines
-//! are delivered by the harness. The fuzz input is a list of operations: bytes arriving from
-//! the client or the upstream, EOF, reset, room to write on either side, the connect
-//! completing or failing, a resolver answer, a deadline. After every operation the connection
+//! The fuzz input is a list of operations: bytes arriving from the client or the upstream,
+//! EOF, reset, room to write on either side, a connect completing, failing, or failing at
+//! once, a resolver answer, a deadline, a peer connecting to a BIND listener (expected or a
+//! stranger), a datagram arriving on either UDP socket. After every operation the connection
 //! is driven, and the harness checks:
 //!
 //! * no panic and no endless drive (the state machine's own iteration guard);
-//! * bounded buffering: the relay pipes never hold more than a scratch buffer's worth plus the
+//! * bounded buffering: the connection never holds more than a scratch buffer's worth plus the
 //!   handshake remainder per direction;
-//! * conservation: the upstream never receives more bytes than the client sent, and the client
-//!   never receives more than the upstream sent plus the SOCKS replies.
-//!
-//! BIND and UDP ASSOCIATE open sockets of their own, so `Fake` declares it cannot serve them
-//! and they are answered with 07 here; the socket-based `session` target covers them.
+//! * conservation: the upstreams never receive more bytes than the client sent, and the
+//!   client never receives more than the upstreams sent plus the SOCKS replies.
 //!
 //! ```sh
 //! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz connection fuzz/seeds/connection
@@ -23,178 +20,29 @@
 
 #![no_main]
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use mio::event::Source;
-use mio::{Interest, Registry, Token};
 use socksloop::Config;
 use socksloop::auth::{AuthSource, CredentialStore};
-use socksloop::connect::Progress;
-use socksloop::connection::{Connection, Ctx, Step};
-use socksloop::relay::Stream;
+use socksloop::connection::{Connection, Ctx, HEADER_ROOM, Step};
+use socksloop::net::{Readiness, SocketId};
 use socksloop::resolver::Resolver;
-use socksloop::socket::Socket;
-use socksloop::sockio::Readiness;
+use socksloop::sim::{ConnectPlan, Script, SimNet};
 use socksloop::timer::Timers;
 use socksloop::token::Side;
-
-/// What one scripted stream will do.
-#[derive(Default)]
-struct Script {
-    incoming: VecDeque<u8>,
-    /// Once `incoming` is drained, reads see EOF.
-    closed: bool,
-    reset: bool,
-    reset_reported: bool,
-    /// How many more bytes writes accept.
-    room: usize,
-    written: u64,
-    shut: bool,
-    /// For an upstream: `None` while connecting, then connected or refused.
-    connected: Option<bool>,
-    /// Everything ever queued in `incoming` (for the conservation check).
-    supplied: u64,
-}
-
-struct Fake {
-    script: Rc<RefCell<Script>>,
-    /// Any descriptor satisfies `AsFd` (needed only by the splice path, which is off here).
-    null: File,
-}
-
-impl Fake {
-    fn new(script: Rc<RefCell<Script>>) -> Fake {
-        Fake { script, null: File::open("/dev/null").expect("/dev/null") }
-    }
-}
-
-thread_local! {
-    /// Outcomes for the next `Socket::connect` calls (`false` = fails at once); default: pending.
-    static CONNECTS: RefCell<VecDeque<bool>> = RefCell::default();
-    /// The scripts of every upstream the connection created, newest last.
-    static UPSTREAMS: RefCell<Vec<Rc<RefCell<Script>>>> = RefCell::default();
-}
-
-impl Read for Fake {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut s = self.script.borrow_mut();
-        if s.reset {
-            return Err(io::ErrorKind::ConnectionReset.into());
-        }
-        if s.incoming.is_empty() {
-            return if s.closed { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
-        }
-        let n = buf.len().min(s.incoming.len());
-        for (slot, byte) in buf.iter_mut().zip(s.incoming.drain(..n)) {
-            *slot = byte;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Fake {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut s = self.script.borrow_mut();
-        if s.reset || s.shut {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        }
-        if s.room == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(s.room);
-        s.room -= n;
-        s.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Stream for Fake {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.script.borrow_mut().shut = true;
-        Ok(())
-    }
-}
-
-impl Source for Fake {
-    fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn reregister(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn deregister(&mut self, _: &Registry) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsFd for Fake {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.null.as_fd()
-    }
-}
-
-impl Socket for Fake {
-    fn connect(_: SocketAddr, _: Option<IpAddr>) -> io::Result<Self> {
-        if CONNECTS.with(|c| c.borrow_mut().pop_front()) == Some(false) {
-            return Err(io::ErrorKind::ConnectionRefused.into());
-        }
-        let script = Rc::new(RefCell::new(Script::default()));
-        UPSTREAMS.with(|u| u.borrow_mut().push(Rc::clone(&script)));
-        Ok(Fake::new(script))
-    }
-
-    fn connect_progress(&self) -> Progress {
-        match self.script.borrow().connected {
-            None => Progress::Pending,
-            Some(true) => Progress::Connected,
-            Some(false) => Progress::Failed(io::ErrorKind::ConnectionRefused.into()),
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 40000)))
-    }
-
-    fn take_error(&self) -> io::Result<Option<io::Error>> {
-        let mut s = self.script.borrow_mut();
-        if s.reset && !s.reset_reported {
-            s.reset_reported = true;
-            return Ok(Some(io::ErrorKind::ConnectionReset.into()));
-        }
-        Ok(None)
-    }
-
-    fn from_accepted(_: mio::net::TcpStream) -> Self {
-        // Never called: `supports_listeners` is false, so no BIND listener exists.
-        Fake::new(Rc::default())
-    }
-
-    fn supports_listeners() -> bool {
-        false
-    }
-}
 
 /// A byte reader over the fuzz input that yields 0 when exhausted.
 struct Input<'a>(&'a [u8]);
 
 impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
+    fn byte(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else { return 0 };
         self.0 = rest;
-        Some(b)
+        b
     }
 
     fn bytes(&mut self, n: usize) -> &[u8] {
@@ -202,6 +50,10 @@ impl Input<'_> {
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -214,24 +66,44 @@ fn credentials() -> &'static CredentialStore {
 }
 
 /// Scratch size used by the server (64 KiB plus the UDP header room).
-const SCRATCH: usize = 64 * 1024 + 22;
+const SCRATCH: usize = 64 * 1024 + HEADER_ROOM;
 /// Per direction: a scratch buffer's worth refused by the destination, plus the handshake
 /// remainder (early payload) or the SOCKS replies queued ahead of it.
-const PIPE_BOUND: usize = 2 * (SCRATCH + 1024 + 64);
+const BUFFER_BOUND: usize = 2 * (SCRATCH + 1024 + 64);
+/// Replies the client may receive besides payload: method selection 2, auth status 2, and at
+/// most two command replies (BIND sends two) of at most 22 bytes.
+const REPLY_BYTES: u64 = 2 + 2 + 22 + 22;
 
-fn fill(script: &Rc<RefCell<Script>>, bytes: &[u8]) {
-    let mut s = script.borrow_mut();
-    s.incoming.extend(bytes);
-    s.supplied += bytes.len() as u64;
+const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
+
+/// The upstream streams the connection has had (connect attempts and BIND peers), each with
+/// the socket id its readiness is reported under.
+#[derive(Default)]
+struct Upstreams(Vec<(SocketId, Script)>);
+
+impl Upstreams {
+    fn refresh(&mut self, net: &SimNet) {
+        for (_, id, script) in net.connects() {
+            if !self.0.iter().any(|(_, s)| s.same(&script)) {
+                self.0.push((id, script));
+            }
+        }
+    }
+
+    fn newest(&self) -> Option<(SocketId, Script)> {
+        self.0.last().cloned()
+    }
+
+    /// (bytes written to them, bytes supplied by them)
+    fn totals(&self) -> (u64, u64) {
+        self.0.iter().fold((0, 0), |(w, s), (_, script)| (w + script.written_len(), s + script.supplied()))
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
-    let Some(flags) = input.byte() else { return };
-    CONNECTS.with(|c| c.borrow_mut().clear());
-    UPSTREAMS.with(|u| u.borrow_mut().clear());
-
-    let poll = mio::Poll::new().expect("poll");
+    let flags = input.byte();
+    let net = SimNet::new();
     let resolver = Resolver::detached();
     let mut timers = Timers::default();
     let mut scratch = vec![0u8; SCRATCH];
@@ -240,78 +112,81 @@ fuzz_target!(|data: &[u8]| {
     config.socks4 = flags & 4 == 0;
     let credentials = (flags & 1 == 1).then(credentials);
 
-    let client_script = Rc::new(RefCell::new(Script { room: 4096, ..Script::default() }));
-    let client_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 50000));
-    let mut conn = Connection::new(Fake::new(Rc::clone(&client_script)), client_addr, 1, Instant::now());
+    let client = Script::default();
+    client.grant(4096);
+    let mut conn: Connection<SimNet> = Connection::new(client.stream(), CLIENT, 1, Instant::now());
+    let mut upstreams = Upstreams::default();
+    let mut client_written = 0u64;
 
     for _ in 0..256 {
-        let Some(op) = input.byte() else { break };
+        if input.is_empty() {
+            break;
+        }
+        let op = input.byte();
+        upstreams.refresh(&net);
+        let upstream = upstreams.newest();
         let mut ctx = Ctx {
-            registry: poll.registry(),
+            net: &net,
             resolver: &resolver,
             timers: &mut timers,
             scratch: &mut scratch,
+            #[cfg(target_os = "linux")]
+            pipes: None,
             config: &config,
             credentials,
             now: Instant::now(),
             key: 0,
+            conn: 1,
         };
-        let upstream = UPSTREAMS.with(|u| u.borrow().last().cloned());
-        let step = match op % 13 {
+        let step = match op % 16 {
             0 => {
-                let len = usize::from(input.byte().unwrap_or(0));
-                fill(&client_script, input.bytes(len));
-                conn.hint_ready(Side::Client, Readiness::READABLE);
+                let len = usize::from(input.byte());
+                client.supply(input.bytes(len));
+                conn.on_ready(Side::Client, Readiness::READABLE);
                 conn.drive(&mut ctx)
             }
             1 => {
-                client_script.borrow_mut().closed = true;
-                conn.hint_ready(Side::Client, Readiness { peer_closed: true, ..Readiness::READABLE });
+                client.close();
+                conn.on_ready(Side::Client, Readiness { peer_closed: true, ..Readiness::READABLE });
                 conn.drive(&mut ctx)
             }
             2 => {
-                client_script.borrow_mut().reset = true;
-                conn.hint_ready(Side::Client, Readiness { peer_closed: true, ..Readiness::BOTH });
+                client.reset();
+                conn.on_ready(Side::Client, Readiness { peer_closed: true, ..Readiness::BOTH });
                 conn.drive(&mut ctx)
             }
             3 => {
-                client_script.borrow_mut().room += usize::from(input.byte().unwrap_or(0)) * 256;
-                conn.hint_ready(Side::Client, Readiness::WRITABLE);
+                client.grant(usize::from(input.byte()) * 256);
+                conn.on_ready(Side::Client, Readiness::WRITABLE);
                 conn.drive(&mut ctx)
             }
             4..=8 => {
-                if let Some(up) = &upstream {
-                    match op % 13 {
+                if let Some((id, up)) = &upstream {
+                    match op % 16 {
                         4 => {
-                            let len = usize::from(input.byte().unwrap_or(0)) * 4;
-                            fill(up, input.bytes(len));
+                            let len = usize::from(input.byte()) * 4;
+                            up.supply(input.bytes(len));
                         }
-                        5 => up.borrow_mut().closed = true,
-                        6 => up.borrow_mut().reset = true,
-                        7 => up.borrow_mut().room += usize::from(input.byte().unwrap_or(0)) * 256,
-                        _ => {
-                            let mut s = up.borrow_mut();
-                            if s.connected.is_none() {
-                                s.connected = Some(input.byte().unwrap_or(0) % 4 != 0);
-                            }
-                        }
+                        5 => up.close(),
+                        6 => up.reset(),
+                        7 => up.grant(usize::from(input.byte()) * 256),
+                        _ => up.finish_connect(input.byte() % 4 != 0),
                     }
-                    let peer_closed = matches!(op % 13, 5 | 6);
-                    conn.hint_ready(Side::Upstream, Readiness { peer_closed, ..Readiness::BOTH });
+                    let peer_closed = matches!(op % 16, 5 | 6);
+                    conn.on_ready(id.side, Readiness { peer_closed, ..Readiness::BOTH });
                 }
                 conn.drive(&mut ctx)
             }
             9 => {
-                // The next connect attempt fails at once.
-                CONNECTS.with(|c| c.borrow_mut().push_back(false));
+                net.plan_connect(ConnectPlan::FailAtOnce(io::ErrorKind::ConnectionRefused));
                 conn.drive(&mut ctx)
             }
             10 => {
-                let count = input.byte().unwrap_or(0) % 4;
+                let count = input.byte() % 4;
                 let result = if count == 0 {
                     Err(io::Error::other("lookup failed"))
                 } else {
-                    let octet = input.byte().unwrap_or(1);
+                    let octet = input.byte();
                     let addrs = (0..count)
                         .map(|i| SocketAddr::from(([10, 0, i, octet], 80)))
                         .chain(std::iter::once(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))))
@@ -322,22 +197,45 @@ fuzz_target!(|data: &[u8]| {
                 conn.drive(&mut ctx)
             }
             11 => conn.on_timeout(&mut ctx),
+            12 => {
+                // A peer connects to the BIND listener, from a fuzzed IPv4 address.
+                if let Some((_, listener)) = net.listeners().last() {
+                    let from = SocketAddr::from(([input.byte(), 0, 0, input.byte()], 2000));
+                    let peer = listener.connect_from(from);
+                    upstreams.0.push((SocketId { key: 0, side: Side::Upstream(0) }, peer));
+                    conn.on_ready(Side::Aux, Readiness::READABLE);
+                }
+                conn.drive(&mut ctx)
+            }
+            13 | 14 => {
+                // A datagram on the UDP association's client side (13) or upstream side (14).
+                let sockets = net.datagrams();
+                let index = usize::from(op % 16 == 14);
+                if let Some((id, socket)) = sockets.get(index) {
+                    let len = usize::from(input.byte());
+                    let payload = input.bytes(len).to_vec();
+                    let from = if input.byte() % 2 == 0 {
+                        SocketAddr::new(CLIENT.ip(), u16::from(input.byte()) + 1)
+                    } else {
+                        SocketAddr::from(([127, 0, 0, input.byte()], 53))
+                    };
+                    socket.deliver(&payload, from);
+                    conn.on_ready(id.side, Readiness::READABLE);
+                    for (_, socket) in &sockets {
+                        socket.take_sent(); // what was sent is not checked here
+                    }
+                }
+                conn.drive(&mut ctx)
+            }
             _ => conn.drive(&mut ctx),
         };
 
-        assert!(conn.buffered_bytes() <= PIPE_BOUND, "pipes hold {} bytes", conn.buffered_bytes());
-        let client = client_script.borrow();
-        let (up_written, up_supplied) = UPSTREAMS.with(|u| {
-            u.borrow().iter().fold((0, 0), |(w, s), up| (w + up.borrow().written, s + up.borrow().supplied))
-        });
-        assert!(
-            up_written <= client.supplied,
-            "upstream got {up_written} of {} client bytes",
-            client.supplied
-        );
-        // Replies: method selection 2, auth status 2, at most two command replies of 22.
-        assert!(client.written <= up_supplied + 48, "client got {} of {up_supplied}", client.written);
-        drop(client);
+        let buffered = conn.buffered_bytes();
+        assert!(buffered <= BUFFER_BOUND, "the connection holds {buffered} bytes");
+        let (up_written, up_supplied) = upstreams.totals();
+        assert!(up_written <= client.supplied(), "upstreams got {up_written} of {} client bytes", client.supplied());
+        client_written += client.discard_written();
+        assert!(client_written <= up_supplied + REPLY_BYTES, "client got {client_written} of {up_supplied}");
         if let Step::Close(_) = step {
             break;
         }
