@@ -522,3 +522,10 @@ fn a_reply_the_client_cannot_take_yet_waits_and_is_delivered_in_order() {
     rig.drive();
     assert_eq!(rig.client_got()[..3], [0, 5, 0], "rest of the selection, then the reply");
 }
+
+#[test]
+fn an_idle_relay_is_small() {
+    // What a relaying connection costs in the slab (docs/architecture.md quotes it).
+    let size = std::mem::size_of::<Connection<mio::Registry>>();
+    assert!(size <= 384, "Connection<Registry> is {size} bytes");
+}
