@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+"""Medians per label and case from a bench-ab.sh JSON-lines file, and after/before ratios."""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+values = defaultdict(list)
+units = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    key = (r["case"], r["metric"])
+    values[(r["label"], key)].append(r["value"])
+    units[key] = r["unit"]
+keys = sorted({k for (_, k) in values})
+print("| case | metric | before (median) | after (median) | after/before | rounds |")
+print("| --- | --- | ---: | ---: | ---: | ---: |")
+for key in keys:
+    before, after = values.get(("before", key), []), values.get(("after", key), [])
+    if not before or not after:
+        continue
+    b, a = statistics.median(before), statistics.median(after)
+    ratio = a / b if b else float("nan")
+    print(f"| {key[0]} | {key[1]} ({units[key]}) | {b:.3f} | {a:.3f} | {ratio:.2f} | {len(before)}/{len(after)} |")
