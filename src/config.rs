@@ -48,6 +48,35 @@ pub struct Config {
     pub socks4_without_auth: bool,
     /// How relayed bytes move between the two sockets.
     pub relay_mode: RelayMode,
+    /// Happy Eyeballs (RFC 8305): how long a connect attempt runs alone before the next
+    /// address is tried beside it.
+    pub connect_attempt_delay: Duration,
+    /// Which address family a connect tries first.
+    pub prefer_family: PreferFamily,
+    /// Idle time before the first TCP keepalive probe on client and upstream sockets;
+    /// `None` turns keepalive off.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+/// Which address family a connect tries first (`--prefer-family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PreferFamily {
+    /// The family of the resolver's first answer (its RFC 6724 order).
+    #[default]
+    Auto,
+    Ipv4,
+    Ipv6,
+}
+
+impl PreferFamily {
+    /// `Some(true)` for IPv6 first, `Some(false)` for IPv4 first, `None` for the resolver's.
+    pub fn v6_first(self) -> Option<bool> {
+        match self {
+            PreferFamily::Auto => None,
+            PreferFamily::Ipv4 => Some(false),
+            PreferFamily::Ipv6 => Some(true),
+        }
+    }
 }
 
 /// How a relay moves bytes (`--relay`).
@@ -83,6 +112,9 @@ impl Default for Config {
             socks4: true,
             socks4_without_auth: false,
             relay_mode: RelayMode::default(),
+            connect_attempt_delay: Duration::from_millis(250),
+            prefer_family: PreferFamily::Auto,
+            tcp_keepalive: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -118,8 +150,18 @@ OPTIONS:
                                 IPv6 in brackets: [::1]:1080. [default: 127.0.0.1:1080]
     --log-level LEVEL           error, warn, info, debug or trace [default: info]
     --handshake-timeout SECS    Time allowed from accept to a complete request [default: 10]
-    --connect-timeout SECS      Time allowed to resolve and connect upstream [default: 10]
+    --connect-timeout SECS      Time allowed to resolve and connect upstream, all
+                                addresses together [default: 10]
+    --connect-attempt-delay MS  Happy Eyeballs (RFC 8305): start the next address's connect
+                                this long after the previous one if it has not succeeded
+                                (at once when it fails); 0 starts them all [default: 250]
+    --prefer-family auto|ipv4|ipv6
+                                Which family a connect tries first; auto follows the
+                                resolver's order [default: auto]
     --idle-timeout SECS         Close a relay after this long without traffic [default: 300]
+    --tcp-keepalive SECS        Idle time before TCP keepalive probes on client and upstream
+                                sockets (then every 10 s, 6 probes: a dead peer is found
+                                about a minute later); 0 turns keepalive off [default: 60]
     --max-connections N         Simultaneous clients; beyond it accepting pauses
                                 [default: derived from the open-file limit]
     --resolver-threads N        Most threads for DNS lookups (started on demand) [default: 4]
@@ -222,6 +264,17 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
     if let Some(mode) = take(&mut args, "--relay", parse_relay_mode)? {
         config.relay_mode = mode;
     }
+    if let Some(delay) = take(&mut args, "--connect-attempt-delay", parse_attempt_delay)? {
+        config.connect_attempt_delay = delay;
+    }
+    if let Some(family) = take(&mut args, "--prefer-family", parse_prefer_family)? {
+        config.prefer_family = family;
+    }
+    if let Some(idle) = take(&mut args, "--tcp-keepalive", |s| {
+        if s.trim() == "0" { Ok(Duration::ZERO) } else { parse_seconds("--tcp-keepalive", s) }
+    })? {
+        config.tcp_keepalive = Some(idle).filter(|d| !d.is_zero());
+    }
     config.socks4 = !args.contains("--no-socks4");
     config.socks4_without_auth = args.contains("--socks4-without-auth");
 
@@ -290,6 +343,24 @@ fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
         "debug" => Ok(log::LevelFilter::Debug),
         "trace" => Ok(log::LevelFilter::Trace),
         _ => Err(format!("invalid value '{s}' for --log-level: expected error, warn, info, debug or trace")),
+    }
+}
+
+fn parse_attempt_delay(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<u64>() {
+        Ok(ms) if ms <= 10_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "invalid value '{s}' for --connect-attempt-delay: expected milliseconds from 0 to 10000"
+        )),
+    }
+}
+
+fn parse_prefer_family(s: &str) -> Result<PreferFamily, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "auto" => Ok(PreferFamily::Auto),
+        "ipv4" => Ok(PreferFamily::Ipv4),
+        "ipv6" => Ok(PreferFamily::Ipv6),
+        _ => Err(format!("invalid value '{s}' for --prefer-family: expected auto, ipv4 or ipv6")),
     }
 }
 
@@ -426,6 +497,29 @@ mod tests {
         } else {
             let err = parse(&["--relay", "splice"]).expect_err("Linux only");
             assert!(err.0.contains("only available on Linux"), "{err}");
+        }
+    }
+
+    #[test]
+    fn happy_eyeballs_and_keepalive_flags() {
+        let c = config(&[]);
+        assert_eq!(c.connect_attempt_delay, Duration::from_millis(250));
+        assert_eq!(c.prefer_family, PreferFamily::Auto);
+        assert_eq!(c.tcp_keepalive, Some(Duration::from_secs(60)));
+        let c =
+            config(&["--connect-attempt-delay", "100", "--prefer-family", "IPv6", "--tcp-keepalive", "0"]);
+        assert_eq!(c.connect_attempt_delay, Duration::from_millis(100));
+        assert_eq!(c.prefer_family, PreferFamily::Ipv6);
+        assert_eq!(c.tcp_keepalive, None);
+        assert_eq!(config(&["--tcp-keepalive", "30"]).tcp_keepalive, Some(Duration::from_secs(30)));
+        for (args, flag) in [
+            (&["--connect-attempt-delay", "fast"][..], "--connect-attempt-delay"),
+            (&["--connect-attempt-delay", "20000"], "--connect-attempt-delay"),
+            (&["--prefer-family", "ipv5"], "--prefer-family"),
+            (&["--tcp-keepalive", "-1"], "--tcp-keepalive"),
+        ] {
+            let err = parse(args).expect_err("bad value");
+            assert!(err.0.contains(flag), "{err}");
         }
     }
 

@@ -18,6 +18,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Registry};
@@ -179,6 +180,8 @@ pub trait Stream: Read + Write + SpliceFd {
     fn take_error(&self) -> io::Result<Option<io::Error>>;
     /// Where a connect begun by [`Net::connect`] stands.
     fn connect_progress(&self) -> Progress;
+    /// Turn TCP keepalive on (`Some(idle)`: probes after `idle` without traffic) or off.
+    fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()>;
 }
 
 /// A listening TCP socket (a BIND's).
@@ -252,6 +255,34 @@ impl Stream for TcpStream {
     fn connect_progress(&self) -> Progress {
         connect::progress(self)
     }
+
+    fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        set_keepalive(socket2::SockRef::from(self), idle)
+    }
+}
+
+/// Between keepalive probes once they start, and how many go unanswered before the peer is
+/// declared dead: a dead peer is found about a minute after probing starts.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_PROBES: u32 = 6;
+
+/// TCP keepalive on a socket (`--tcp-keepalive`): NAT middleboxes drop idle flows silently,
+/// and a peer that vanished would otherwise hold the relay until the idle timeout.
+pub fn set_keepalive(socket: socket2::SockRef<'_>, idle: Option<Duration>) -> io::Result<()> {
+    match idle {
+        Some(idle) => {
+            let params = socket2::TcpKeepalive::new().with_time(idle).with_interval(KEEPALIVE_INTERVAL);
+            #[cfg(any(
+                target_os = "linux",
+                target_os = "android",
+                target_os = "freebsd",
+                target_os = "macos"
+            ))]
+            let params = params.with_retries(KEEPALIVE_PROBES);
+            socket.set_tcp_keepalive(&params)
+        }
+        None => socket.set_keepalive(false),
+    }
 }
 
 impl Listener for TcpListener {
@@ -308,7 +339,8 @@ impl Net for Registry {
     }
 
     fn adopt(&self, stream: &mut TcpStream, id: SocketId) -> io::Result<()> {
-        // Like every relayed stream: forward small writes at once.
+        // Like every relayed stream: forward small writes at once. (Keepalive is the
+        // phase's choice: it sets it on the streams it keeps.)
         let _ = stream.set_nodelay(true);
         self.register(stream, token_of(id), Interest::READABLE | Interest::WRITABLE)
     }

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::connect::Progress;
 use crate::net::{Datagram, DatagramBind, Listener, Net, SocketId, Stream};
@@ -37,6 +38,7 @@ struct StreamState {
     supplied: u64,
     reads: usize,
     local: Option<SocketAddr>,
+    keepalive: Option<Duration>,
 }
 
 /// The test's handle on one simulated stream.
@@ -129,6 +131,11 @@ impl Script {
         self.0.borrow().reads
     }
 
+    /// The keepalive idle time set on the stream, if any.
+    pub fn keepalive(&self) -> Option<Duration> {
+        self.0.borrow().keepalive
+    }
+
     /// Whether the stream was half-closed (`shutdown_write`).
     pub fn is_shut(&self) -> bool {
         self.0.borrow().shut
@@ -211,6 +218,11 @@ impl Stream for SimStream {
             return Ok(Some(io::ErrorKind::ConnectionReset.into()));
         }
         Ok(None)
+    }
+
+    fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        self.0.0.borrow_mut().keepalive = idle;
+        Ok(())
     }
 
     fn connect_progress(&self) -> Progress {

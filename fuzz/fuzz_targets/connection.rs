@@ -4,7 +4,7 @@
 //!
 //! The fuzz input is a list of operations: bytes arriving from the client or the upstream,
 //! EOF, reset, room to write on either side, a connect completing, failing, or failing at
-//! once, a resolver answer, a deadline, a peer connecting to a BIND listener (expected or a
+//! once, a resolver answer, time passing and a deadline, a peer connecting to a BIND listener (expected or a
 //! stranger), a datagram arriving on either UDP socket. After every operation the connection
 //! is driven, and the harness checks:
 //!
@@ -23,7 +23,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use socksloop::Config;
@@ -117,6 +117,8 @@ fuzz_target!(|data: &[u8]| {
     let mut conn: Connection<SimNet> = Connection::new(client.stream(), CLIENT, 1, Instant::now());
     let mut upstreams = Upstreams::default();
     let mut client_written = 0u64;
+    // The harness's clock: deadlines fire when the input moves it far enough.
+    let mut now = Instant::now();
 
     for _ in 0..256 {
         if input.is_empty() {
@@ -134,7 +136,7 @@ fuzz_target!(|data: &[u8]| {
             pipes: None,
             config: &config,
             credentials,
-            now: Instant::now(),
+            now,
             key: 0,
             conn: 1,
         };
@@ -196,7 +198,12 @@ fuzz_target!(|data: &[u8]| {
                 conn.on_resolved(&mut ctx, "fuzzed.example", result);
                 conn.drive(&mut ctx)
             }
-            11 => conn.on_timeout(&mut ctx),
+            11 => {
+                // Time passes (up to 25.5 s: past attempt delays and the connect timeout).
+                now += Duration::from_millis(u64::from(input.byte()) * 100);
+                ctx.now = now;
+                conn.on_timeout(&mut ctx)
+            }
             12 => {
                 // A peer connects to the BIND listener, from a fuzzed IPv4 address.
                 if let Some((_, listener)) = net.listeners().last() {

@@ -11,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::acl;
-use crate::net::{End, Listener, Net, Readiness};
+use crate::net::{End, Listener, Net, Readiness, Stream};
 use crate::protocol::Reply;
 use crate::relay::{Direction, Outbox};
 use crate::token::Side;
@@ -102,6 +102,9 @@ impl<L: Listener> BindWaiting<L> {
             return reject(summary, self.take_outbox(), Reply::GeneralFailure);
         }
         log::debug!("conn {}: BIND peer {peer} connected", ctx.conn);
+        if let Err(e) = peer_stream.set_keepalive(ctx.config.tcp_keepalive) {
+            log::debug!("conn {}: TCP keepalive on the BIND peer: {e}", ctx.conn);
+        }
         // The second reply names the peer (RFC 1928 §4); the listener closes with this phase.
         let Carry { mut out, early } = std::mem::take(&mut self.carry);
         out.queue(&command_reply(summary.dialect, Reply::Succeeded, Some(peer)));

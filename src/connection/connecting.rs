@@ -1,19 +1,29 @@
-//! The `Connecting` phase: connect attempts to the target's addresses.
+//! The `Connecting` phase: Happy Eyeballs (RFC 8305) over the target's addresses.
 //!
-//! Shaped for several attempts in flight at once: each [`Attempt`] owns its socket and its
-//! own upstream slot (so its own token), readiness is routed to the attempt whose slot it
-//! names, and the first attempt that completes wins; dropping the phase closes the others.
-//! Today's policy starts the next address only when no attempt is in flight (one at a time,
-//! in the resolver's order), under one `--connect-timeout` for the whole phase. When every
-//! address has failed the reply comes from the last error.
+//! The addresses are ordered with the families interleaved, the preferred one first
+//! (`policy::interleave_families`). The first attempt starts at once; the next one starts
+//! when the *connection attempt delay* (`--connect-attempt-delay`, 250 ms) has passed without
+//! a success, or at once when an attempt fails. Several attempts stay in flight, each an
+//! [`Attempt`] with its own socket and upstream slot (so its own token: readiness goes to the
+//! attempt it names). The first attempt that connects wins; dropping the phase closes the
+//! others. One `--connect-timeout` bounds the whole phase.
+//!
+//! Timers: a connection has one deadline on the loop's heap. While connecting it is the
+//! earlier of "start the next attempt" and "give up"; when it fires before the give-up time
+//! it only starts the next attempt ([`Connecting::gave_up`] tells which).
+//!
+//! When every address has failed, or time is up, the reply comes from the most telling error
+//! seen: a refusal beats an unreachable host, which beats a timeout (`policy::error_rank`).
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::connect::Progress;
 use crate::net::{End, Net, Readiness, Stream};
 use crate::relay::{Direction, Outbox};
+use crate::timer::Deadline;
 use crate::token::{Side, UPSTREAM_SLOTS};
 
 use super::policy::{self, command_reply};
@@ -34,10 +44,13 @@ struct Attempt<S> {
 pub struct Connecting<S> {
     untried: VecDeque<SocketAddr>,
     attempts: Vec<Attempt<S>>,
-    /// The most recent failure (the reply when every address has failed).
-    last_error: Option<io::Error>,
-    /// The slot the next attempt gets (round robin, so a late event for a closed attempt is
-    /// unlikely to land on a new one; and harmless if it does: readiness is a hint).
+    /// The most telling failure so far (the reply when every address has failed).
+    best_error: Option<io::Error>,
+    /// When the whole phase gives up: the connection's deadline on entry (`--connect-timeout`).
+    gives_up_at: Option<Instant>,
+    /// When the next attempt starts if none has connected by then.
+    next_attempt_at: Option<Instant>,
+    /// Where the search for the next attempt's slot starts.
     next_slot: u8,
     carry: Carry,
 }
@@ -63,10 +76,13 @@ pub fn begin<N: Net>(
     if addrs.len() < before {
         log::debug!("conn {}: {} of {before} addresses not usable", ctx.conn, before - addrs.len());
     }
+    let addrs = policy::interleave_families(addrs, ctx.config.prefer_family.v6_first());
     Outcome::Go(Phase::Connecting(Box::new(Connecting {
         untried: addrs.into(),
         attempts: Vec::new(),
-        last_error: None,
+        best_error: None,
+        gives_up_at: None,
+        next_attempt_at: None,
         next_slot: 0,
         carry,
     })))
@@ -88,9 +104,33 @@ impl<S: Stream> Connecting<S> {
         }
     }
 
-    /// Check the attempts that were reported ready, start new ones, and relay through the
-    /// first that connects.
-    pub fn drive<N: Net<Stream = S>>(&mut self, ctx: &mut Ctx<'_, N>, summary: &mut Summary) -> Outcome<N> {
+    /// Whether the phase's time is up at `now` (otherwise a deadline that fired was the
+    /// connection attempt delay).
+    pub fn gave_up(&self, now: Instant) -> bool {
+        self.gives_up_at.is_none_or(|at| now >= at)
+    }
+
+    /// The reply when time is up: the most telling error any attempt met, unless that says
+    /// less than the timeout itself.
+    pub fn reply_out_of_time(&self) -> Reply {
+        match &self.best_error {
+            Some(e) if policy::error_rank(e) > policy::error_rank(&io::ErrorKind::TimedOut.into()) => {
+                policy::reply_for_error(e)
+            }
+            _ => Reply::TtlExpired,
+        }
+    }
+
+    /// Check the attempts that were reported ready, start new ones when their time has come,
+    /// and relay through the first that connects.
+    pub fn drive<N: Net<Stream = S>>(
+        &mut self,
+        deadline: &mut Deadline,
+        ctx: &mut Ctx<'_, N>,
+        summary: &mut Summary,
+    ) -> Outcome<N> {
+        let gives_up_at = *self.gives_up_at.get_or_insert(deadline.at);
+        let mut failed = false;
         let mut i = 0;
         while i < self.attempts.len() {
             let attempt = &mut self.attempts[i];
@@ -111,31 +151,69 @@ impl<S: Stream> Connecting<S> {
                     log::debug!("conn {}: connect to {} failed: {e}", ctx.conn, attempt.addr);
                     // Dropping the attempt closes its socket.
                     self.attempts.swap_remove(i);
-                    self.last_error = Some(e);
+                    self.note_failure(e);
+                    failed = true;
                 }
             }
         }
-        self.start_attempts(ctx);
+        let due = self.next_attempt_at.is_some_and(|at| ctx.now >= at);
+        if self.attempts.is_empty() || failed || due {
+            self.start_next_attempt(ctx);
+        }
         if self.attempts.is_empty() {
-            let reply = self.last_error.as_ref().map_or(Reply::GeneralFailure, policy::reply_for_error);
+            let reply = self.best_error.as_ref().map_or(Reply::GeneralFailure, policy::reply_for_error);
             return reject(summary, self.take_outbox(), reply);
         }
+        let wake_at = self.next_attempt_at.map_or(gives_up_at, |at| at.min(gives_up_at));
+        ctx.rearm_at(deadline, wake_at);
         Outcome::Wait
     }
 
-    /// Start the next untried address while no attempt is in flight; an address whose
-    /// connect fails at once (no route, no descriptors) is skipped.
-    fn start_attempts<N: Net<Stream = S>>(&mut self, ctx: &mut Ctx<'_, N>) {
-        while self.attempts.is_empty() {
-            let Some(addr) = self.untried.pop_front() else { return };
-            let slot = self.next_slot;
-            self.next_slot = (slot + 1) % UPSTREAM_SLOTS;
+    fn note_failure(&mut self, error: io::Error) {
+        let better = self
+            .best_error
+            .as_ref()
+            .is_none_or(|best| policy::error_rank(&error) >= policy::error_rank(best));
+        if better {
+            self.best_error = Some(error);
+        }
+    }
+
+    /// Start the next untried address (skipping those whose connect fails at once: no route,
+    /// no descriptors), and schedule the one after it, unless every slot is busy.
+    fn start_next_attempt<N: Net<Stream = S>>(&mut self, ctx: &mut Ctx<'_, N>) {
+        self.next_attempt_at = None;
+        if self.attempts.len() >= usize::from(UPSTREAM_SLOTS) {
+            return; // the next attempt starts when one of these fails
+        }
+        while let Some(addr) = self.untried.pop_front() {
+            let slot = self.free_slot();
             match ctx.net.connect(addr, ctx.config.bind_out, ctx.socket_id(Side::Upstream(slot))) {
                 Ok(socket) => {
-                    log::debug!("conn {}: connecting to {addr}", ctx.conn);
+                    log::debug!("conn {}: connecting to {addr} (slot {slot})", ctx.conn);
                     self.attempts.push(Attempt { end: End::new(socket, Readiness::NONE), addr, slot });
+                    if !self.untried.is_empty() && self.attempts.len() < usize::from(UPSTREAM_SLOTS) {
+                        self.next_attempt_at = Some(ctx.now + ctx.config.connect_attempt_delay);
+                    }
+                    return;
                 }
-                Err(e) => self.last_error = Some(e),
+                Err(e) => {
+                    log::debug!("conn {}: connect to {addr} failed at once: {e}", ctx.conn);
+                    self.note_failure(e);
+                }
+            }
+        }
+    }
+
+    /// A slot no attempt in flight uses, the next one round robin (so a late event for a
+    /// closed attempt is unlikely to land on a new one; and harmless if it does: readiness is
+    /// a hint).
+    fn free_slot(&mut self) -> u8 {
+        loop {
+            let slot = self.next_slot;
+            self.next_slot = (slot + 1) % UPSTREAM_SLOTS;
+            if !self.attempts.iter().any(|a| a.slot == slot) {
+                return slot;
             }
         }
     }
@@ -155,6 +233,9 @@ impl<S: Stream> Connecting<S> {
         summary.reply = Some(Reply::Succeeded);
         let mut upstream = winner.end;
         upstream.ready.writable = true;
+        if let Err(e) = upstream.socket.set_keepalive(ctx.config.tcp_keepalive) {
+            log::debug!("conn {}: TCP keepalive on the upstream: {e}", ctx.conn);
+        }
         let control = out.pending();
         Outcome::Go(Phase::Relaying(Relay::new(
             upstream,

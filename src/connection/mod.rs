@@ -118,7 +118,12 @@ impl<N: Net> Ctx<'_, N> {
 
     /// Move `deadline` to `after` from now.
     fn rearm(&mut self, deadline: &mut Deadline, after: Duration) {
-        self.timers.set(deadline, self.now + after, self.key, self.conn);
+        self.rearm_at(deadline, self.now + after);
+    }
+
+    /// Move `deadline` to `at`.
+    fn rearm_at(&mut self, deadline: &mut Deadline, at: Instant) {
+        self.timers.set(deadline, at, self.key, self.conn);
     }
 
     /// The relay's tools for one pump.
@@ -296,7 +301,7 @@ impl<N: Net> Connection<N> {
                 Phase::Handshake(handshake) => handshake.drive(&mut self.client, ctx, &mut self.summary),
                 // Client bytes that arrive now are early payload for the upstream: leave them.
                 Phase::Resolving(_) => Outcome::Wait,
-                Phase::Connecting(connecting) => connecting.drive(ctx, &mut self.summary),
+                Phase::Connecting(connecting) => connecting.drive(&mut self.deadline, ctx, &mut self.summary),
                 Phase::BindWaiting(bind) => bind.drive(&mut self.client, ctx, &mut self.summary),
                 Phase::UdpAssociated(udp) => udp.drive(&mut self.client, &mut self.deadline, ctx),
                 Phase::Relaying(relay) => relay.drive(&mut self.client, &mut self.deadline, ctx),
@@ -333,11 +338,17 @@ impl<N: Net> Connection<N> {
     pub fn on_timeout(&mut self, ctx: &mut Ctx<'_, N>) -> Step {
         let outcome = match &mut self.phase {
             Phase::Handshake(_) => Outcome::Close(CloseReason::HandshakeTimeout),
-            Phase::Resolving(_) | Phase::Connecting(_) | Phase::BindWaiting(_) => {
+            // The connection attempt delay, not the connect timeout: start the next attempt.
+            Phase::Connecting(connecting) if !connecting.gave_up(ctx.now) => return self.drive(ctx),
+            Phase::Connecting(connecting) => {
+                log::debug!("conn {}: Connecting timed out", self.id);
+                let reply = connecting.reply_out_of_time();
+                reject(&mut self.summary, connecting.take_outbox(), reply)
+            }
+            Phase::Resolving(_) | Phase::BindWaiting(_) => {
                 log::debug!("conn {}: {} timed out", self.id, self.phase.name());
                 let out = match &mut self.phase {
                     Phase::Resolving(resolving) => resolving.take_outbox(),
-                    Phase::Connecting(connecting) => connecting.take_outbox(),
                     Phase::BindWaiting(bind) => bind.take_outbox(),
                     _ => Outbox::default(),
                 };

@@ -59,6 +59,47 @@ pub fn usable_destinations(
     Ok(addrs)
 }
 
+/// Order a target's addresses for Happy Eyeballs (RFC 8305 §4): interleave the families,
+/// starting with the preferred one (`prefer_v6`: IPv6 first; `None`: the family of the
+/// resolver's first answer), each family keeping the resolver's order. Duplicates go.
+pub fn interleave_families(addrs: Vec<SocketAddr>, prefer_v6: Option<bool>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else { return addrs };
+    let mut v6_first = prefer_v6.unwrap_or(first.is_ipv6());
+    if !addrs.iter().any(|a| a.is_ipv6() == v6_first) {
+        v6_first = !v6_first; // the preferred family has no address
+    }
+    let mut seen = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        if !seen.contains(&addr) {
+            seen.push(addr);
+        }
+    }
+    let (preferred, other): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        seen.into_iter().partition(|a| a.is_ipv6() == v6_first);
+    let mut ordered = Vec::with_capacity(preferred.len() + other.len());
+    let (mut p, mut o) = (preferred.into_iter(), other.into_iter());
+    loop {
+        match (p.next(), o.next()) {
+            (None, None) => return ordered,
+            (a, b) => ordered.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
+/// How telling a connect error is, for the reply when every attempt has failed: a refusal
+/// (the host is there and said no) beats unreachability, which beats a timeout (we learned
+/// nothing).
+pub fn error_rank(error: &io::Error) -> u8 {
+    match reply_for_error(error) {
+        Reply::ConnectionRefused => 5,
+        Reply::HostUnreachable => 4,
+        Reply::NetworkUnreachable => 3,
+        Reply::NotAllowedByRuleset => 2,
+        Reply::TtlExpired => 0,
+        _ => 1,
+    }
+}
+
 /// Map the final connect error to a reply code (RFC 1928 §6).
 pub fn reply_for_error(error: &io::Error) -> Reply {
     match error.kind() {
@@ -142,6 +183,42 @@ mod tests {
         let deny = Rules { deny_dest: vec![Cidr::new(v4.ip(), 32).unwrap()], ..Rules::default() };
         assert_eq!(usable_destinations(vec![v4, v6], &deny, None), Ok(vec![v6]));
         assert_eq!(usable_destinations(vec![v4], &deny, None), Err(Reply::NotAllowedByRuleset));
+    }
+
+    #[test]
+    fn happy_eyeballs_order() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let (v6a, v6b, v6c) = (a("[2001:db8::1]:80"), a("[2001:db8::2]:80"), a("[2001:db8::3]:80"));
+        let (v4a, v4b) = (a("192.0.2.1:80"), a("192.0.2.2:80"));
+        // (resolver order, preference, expected)
+        let table: [(Vec<SocketAddr>, Option<bool>, Vec<SocketAddr>); 6] = [
+            (vec![v6a, v6b, v6c, v4a], None, vec![v6a, v4a, v6b, v6c]),
+            (vec![v4a, v4b, v6a], None, vec![v4a, v6a, v4b]),
+            (vec![v4a, v4b, v6a], Some(true), vec![v6a, v4a, v4b]),
+            (vec![v6a, v4a, v4b], Some(false), vec![v4a, v6a, v4b]),
+            (vec![v4a, v4b], Some(true), vec![v4a, v4b]),
+            (vec![v6a, v6a, v4a, v4a], None, vec![v6a, v4a]),
+        ];
+        for (addrs, prefer, expected) in table {
+            assert_eq!(interleave_families(addrs.clone(), prefer), expected, "{addrs:?} {prefer:?}");
+        }
+        assert!(interleave_families(vec![], None).is_empty());
+    }
+
+    #[test]
+    fn refused_beats_unreachable_beats_timeout() {
+        let e = io::Error::from_raw_os_error;
+        let ranked = [
+            libc::ECONNREFUSED,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EACCES,
+            libc::EMFILE,
+            libc::ETIMEDOUT,
+        ];
+        for pair in ranked.windows(2) {
+            assert!(error_rank(&e(pair[0])) > error_rank(&e(pair[1])), "{pair:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::auth::AuthSource;
 use crate::net::Stream as _;
 use crate::protocol::encode_udp_header;
 use crate::sim::{ConnectPlan, DatagramScript, ListenerScript, Script, SimNet};
+use crate::token::UPSTREAM_SLOTS;
 
 const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
 const TARGET: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 80);
@@ -48,6 +49,8 @@ struct Rig {
     conn: Connection<SimNet>,
     client: Script,
     last: Step,
+    /// The rig's clock: `Ctx::now` for every call (tests move it with `advance`).
+    now: Instant,
 }
 
 impl Rig {
@@ -62,7 +65,8 @@ impl Rig {
             config.auth.is_configured().then(|| CredentialStore::open(config.auth.clone()).unwrap());
         let client = Script::default();
         client.grant(usize::MAX);
-        let conn = Connection::new(client.stream(), CLIENT, 7, Instant::now());
+        let now = Instant::now();
+        let conn = Connection::new(client.stream(), CLIENT, 7, now);
         Rig {
             net: SimNet::new(),
             resolver: Resolver::detached(),
@@ -73,7 +77,12 @@ impl Rig {
             conn,
             client,
             last: Step::Wait,
+            now,
         }
+    }
+
+    fn advance(&mut self, by: std::time::Duration) {
+        self.now += by;
     }
 
     /// Run `f` with a context, as the loop's `with_conn` does.
@@ -87,7 +96,7 @@ impl Rig {
             pipes: None,
             config: &self.config,
             credentials: self.credentials.as_ref(),
-            now: Instant::now(),
+            now: self.now,
             key: 3,
             conn: 7,
         };
@@ -351,6 +360,101 @@ fn connect_failing_at_once_and_egress_rules() {
     assert!(rig.net.connects().is_empty(), "a denied address is never connected to");
 
     let mut rig = Rig::connecting();
+    rig.advance(rig.config.connect_timeout);
+    rig.timeout();
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 6));
+}
+
+// ---- Happy Eyeballs -------------------------------------------------------------------
+
+const V6_TARGET: SocketAddr =
+    SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)), 80);
+
+/// A rig whose CONNECT by name resolved to `addrs`.
+fn resolved_to(addrs: Vec<SocketAddr>, tweak: impl FnOnce(&mut Config)) -> Rig {
+    let mut rig = Rig::with(tweak);
+    rig.client_sends(&[5, 1, 0]);
+    rig.client_got();
+    rig.client_sends(&domain_request(1, "example.test", 80));
+    rig.resolve(Ok(addrs));
+    rig
+}
+
+fn targets(rig: &Rig) -> Vec<SocketAddr> {
+    rig.net.connects().iter().map(|(addr, _, _)| *addr).collect()
+}
+
+#[test]
+fn the_next_family_starts_after_the_attempt_delay_and_the_first_to_connect_wins() {
+    let mut rig = resolved_to(vec![V6_TARGET, TARGET], |_| {});
+    assert_eq!(targets(&rig), [V6_TARGET], "one attempt at first");
+    let delay = rig.config.connect_attempt_delay;
+    assert_eq!(rig.conn.deadline.at, rig.now + delay, "woken for the next attempt");
+    rig.advance(delay);
+    rig.timeout();
+    assert_eq!(rig.phase(), "Connecting");
+    assert_eq!(targets(&rig), [V6_TARGET, TARGET], "the IPv4 attempt joins the IPv6 one");
+    let connects = rig.net.connects();
+    assert_ne!(connects[0].1, connects[1].1, "each attempt its own token");
+    // IPv4 answers first: it wins, and BND.ADDR is its local address.
+    connects[1].2.finish_connect(true);
+    rig.conn.on_ready(connects[1].1.side, Readiness::WRITABLE);
+    rig.drive();
+    assert_eq!(rig.phase(), "Relaying");
+    let bound = addr_bytes(connects[1].2.stream().local_addr().unwrap());
+    assert_eq!(rig.client_got(), [&[5, 0, 0][..], &bound].concat());
+    assert_eq!(
+        connects[1].2.keepalive(),
+        Some(rig.config.tcp_keepalive.unwrap()),
+        "keepalive on the upstream"
+    );
+    // The losing attempt's late readiness is stale.
+    connects[0].2.finish_connect(true);
+    rig.conn.on_ready(connects[0].1.side, Readiness::WRITABLE);
+    assert_eq!(rig.drive(), &Step::Wait);
+}
+
+#[test]
+fn a_refused_attempt_starts_the_next_at_once_and_families_interleave() {
+    let v6b: SocketAddr = "[2001:db8::8]:80".parse().unwrap();
+    let mut rig = resolved_to(vec![V6_TARGET, v6b, TARGET], |_| {});
+    rig.finish_connect(false);
+    assert_eq!(targets(&rig), [V6_TARGET, TARGET], "IPv4 second (RFC 8305 §4), without waiting");
+    rig.finish_connect(false);
+    assert_eq!(targets(&rig), [V6_TARGET, TARGET, v6b]);
+    rig.finish_connect(false);
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 5), "all refused");
+}
+
+#[test]
+fn prefer_family_and_a_cap_on_attempts_in_flight() {
+    let addrs: Vec<SocketAddr> = (1..=8).map(|i| SocketAddr::from(([192, 0, 2, i], 80))).collect();
+    let mut all = addrs.clone();
+    all.push(V6_TARGET);
+    let mut rig = resolved_to(all, |c| {
+        c.prefer_family = crate::config::PreferFamily::Ipv6;
+        c.connect_attempt_delay = std::time::Duration::ZERO;
+    });
+    assert_eq!(targets(&rig)[0], V6_TARGET, "--prefer-family ipv6 goes first");
+    for _ in 0..10 {
+        rig.timeout();
+    }
+    assert_eq!(rig.net.connects().len(), usize::from(UPSTREAM_SLOTS), "at most one attempt per slot");
+    rig.finish_connect(false); // the newest fails: a slot frees and the next starts
+    assert_eq!(rig.net.connects().len(), usize::from(UPSTREAM_SLOTS) + 1);
+}
+
+#[test]
+fn out_of_time_the_most_telling_error_is_the_reply() {
+    // One refused, one still silent when the connect timeout ends: 05, not 06.
+    let mut rig = resolved_to(vec![V6_TARGET, TARGET], |_| {});
+    rig.finish_connect(false);
+    rig.advance(rig.config.connect_timeout);
+    rig.timeout();
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 5));
+    // Only silence: 06.
+    let mut rig = resolved_to(vec![V6_TARGET, TARGET], |_| {});
+    rig.advance(rig.config.connect_timeout);
     rig.timeout();
     assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 6));
 }

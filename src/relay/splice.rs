@@ -300,6 +300,9 @@ mod tests {
         fn connect_progress(&self) -> Progress {
             Progress::Connected
         }
+        fn set_keepalive(&self, _: Option<std::time::Duration>) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     /// Socket buffers of the rig, pinned: with autotuning a loopback receive buffer can grow

@@ -293,6 +293,10 @@ impl EventLoop {
             return;
         }
         let _ = stream.set_nodelay(true);
+        if let Err(e) = crate::net::set_keepalive(socket2::SockRef::from(&stream), self.config.tcp_keepalive)
+        {
+            log::debug!("client {addr}: TCP keepalive: {e}");
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let token = token::conn(key, Side::Client);
