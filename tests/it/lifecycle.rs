@@ -9,11 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn signal(proxy: &ProxyProcess, sig: i32) {
-    // SAFETY: kill(2) on our own child's PID.
-    assert_eq!(unsafe { libc::kill(proxy.pid(), sig) }, 0);
-}
-
 /// Connecting to the proxy fails (its listener is closed) within `limit`.
 fn wait_until_refusing(proxy: &ProxyProcess, limit: Duration) -> bool {
     let start = Instant::now();
@@ -47,7 +42,7 @@ fn sigterm_drains_a_transfer_in_flight_then_exits_0() {
     let mut first = vec![0u8; MIB];
     client.read_exact(&mut first).unwrap();
 
-    signal(&proxy, libc::SIGTERM);
+    proxy.signal(libc::SIGTERM);
     assert!(wait_until_refusing(&proxy, Duration::from_secs(5)), "listener still open while draining");
     assert!(proxy.wait_exit(Duration::from_millis(100)).is_none(), "must wait for the transfer");
 
@@ -74,10 +69,10 @@ fn second_sigterm_stops_at_once() {
     let mut proxy = ProxyProcess::spawn(&["--shutdown-grace", "60"]);
     let (mut client, _) = socks_connect(proxy.addr, echo.addr);
     assert_echo(&mut client, b"held open");
-    signal(&proxy, libc::SIGTERM);
+    proxy.signal(libc::SIGTERM);
     assert!(wait_until_refusing(&proxy, Duration::from_secs(5)));
     assert!(proxy.wait_exit(Duration::from_millis(300)).is_none(), "the open relay keeps it draining");
-    signal(&proxy, libc::SIGTERM);
+    proxy.signal(libc::SIGTERM);
     let status = proxy.wait_exit(Duration::from_secs(5)).expect("second SIGTERM exits at once");
     assert_eq!(status.code(), Some(0));
     expect_closed(&mut client, "relay after the forced stop");
@@ -89,7 +84,7 @@ fn grace_period_ends_the_drain() {
     let mut proxy = ProxyProcess::spawn(&["--shutdown-grace", "0.5"]);
     let (mut client, _) = socks_connect(proxy.addr, echo.addr);
     assert_echo(&mut client, b"idle after this");
-    signal(&proxy, libc::SIGTERM);
+    proxy.signal(libc::SIGTERM);
     let status = proxy.wait_exit(Duration::from_secs(5)).expect("exits when the grace period ends");
     assert_eq!(status.code(), Some(0));
     expect_closed(&mut client, "relay closed at the end of the grace period");

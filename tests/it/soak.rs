@@ -5,7 +5,7 @@
 //! and its RSS within 8 MiB of it.
 //!
 //! Long run (60 s or more):
-//! `SOCKSLOOP_SOAK_SECS=60 CARGO_TARGET_DIR=/work/target-rel cargo test --test it soak -- --nocapture`
+//! `SOCKSLOOP_SOAK_SECS=60 cargo test --release --test it soak:: -- --nocapture`
 
 use std::net::{Shutdown, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::reliability::*;
 use crate::support::*;
 
 const RSS_SLACK: u64 = 8 * MIB as u64;
@@ -86,7 +85,7 @@ fn udp_worker(proxy: SocketAddr, echo_port: u16, until: Instant, counts: &Counts
     let mut n = 0u64;
     // At least one round, then until the deadline (the warm-up passes a deadline already due).
     loop {
-        let (control, reply) = udp_associate(proxy);
+        let (control, reply) = udp_associate(proxy, 0);
         assert_eq!(reply.code, REP_OK, "{reply:?}");
         let Bound::Ip(relay) = reply.bound else { panic!("{reply:?}") };
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -100,7 +99,7 @@ fn udp_worker(proxy: SocketAddr, echo_port: u16, until: Instant, counts: &Counts
                 if attempt > 0 {
                     counts.datagram_retries.fetch_add(1, Ordering::Relaxed);
                 }
-                udp.send_to(&udp_datagram(&dest, &payload), relay).unwrap();
+                udp.send_to(&udp_datagram(0, &dest, &payload), relay).unwrap();
                 if let Ok((len, _)) = udp.recv_from(&mut buf)
                     && let Some(back) = udp_reply_payload(&buf[..len])
                 {
@@ -148,7 +147,7 @@ fn failure_worker(proxy: SocketAddr, until: Instant, counts: &Counts) {
 fn soak_mixed_workload() {
     let duration = soak_duration();
     let echo = echo_server("127.0.0.1:0");
-    let udp_echo_port = udp_echo();
+    let udp_echo_port = udp_echo(b"");
     let mut proxy = ProxyProcess::spawn(&[]);
     // Warm up every path once so the baseline includes what is allocated once.
     let baseline_fds = {
