@@ -8,15 +8,11 @@
 //! `cargo test --test it faults::`.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-
-use socksloop::protocol::parse_socks4_request;
-use socksloop::protocol::{Method, Parse, Socks4Target, TargetAddr, parse_greeting, parse_request};
-use socksloop::resolver::{NameCheck, check_name};
 
 use crate::support::*;
 
@@ -312,29 +308,72 @@ impl Rng {
 
 /// Whether the proxy would send `payload`'s host name to the resolver (a DNS query that
 /// could leave the machine). Such payloads are regenerated: the tests resolve only
-/// `localhost`. The check uses the proxy's own pure codec, as the proxy does.
+/// `localhost`. The rules are the proxy's (its codec and name check), restated here so the
+/// test needs nothing beyond the library's public API: a SOCKS5 greeting offering no-auth
+/// followed by a complete request for a domain, or a complete SOCKS4a request, naming a host
+/// that is neither an IP literal nor impossible.
 fn would_look_up(payload: &[u8]) -> bool {
-    let needs_lookup = |host: &str| check_name(host) == NameCheck::Lookup;
-    match payload.first() {
-        Some(5) => match parse_greeting(payload) {
-            Parse::Complete(greeting, used) if greeting.offers(Method::NO_AUTH) => {
-                match parse_request(&payload[used..]) {
-                    Parse::Complete(request, _) => {
-                        matches!(&request.target, TargetAddr::Domain(host, _) if needs_lookup(host))
-                    }
-                    _ => false,
-                }
-            }
-            _ => false,
-        },
-        Some(4) => match parse_socks4_request(payload) {
-            Parse::Complete(request, _) => {
-                matches!(&request.target, Socks4Target::Domain(host) if needs_lookup(host))
-            }
-            _ => false,
-        },
-        _ => false,
+    let host = match payload.first() {
+        Some(5) => socks5_host(payload),
+        Some(4) => socks4a_host(payload),
+        _ => None,
+    };
+    host.is_some_and(needs_lookup)
+}
+
+/// The host of `05 N METHODS.. | 05 CMD RSV 03 LEN HOST PORT` when the greeting offers
+/// no-auth and the request is complete, with a known command and a UTF-8 name.
+fn socks5_host(payload: &[u8]) -> Option<&str> {
+    let methods = usize::from(*payload.get(1)?);
+    if !payload.get(2..2 + methods)?.contains(&NO_AUTH) {
+        return None;
     }
+    let request = &payload[2 + methods..];
+    if *request.first()? != 5 || !(1..=3).contains(request.get(1)?) || *request.get(3)? != 3 {
+        return None;
+    }
+    let len = usize::from(*request.get(4)?);
+    request.get(5 + len..7 + len)?; // the port: the request is complete
+    std::str::from_utf8(request.get(5..5 + len)?).ok()
+}
+
+/// The host of a complete SOCKS4a request `04 CD PORT 0.0.0.x USERID 00 HOST 00` (x ≠ 0), with
+/// a known command; fields longer than 255 bytes are refused by the proxy.
+fn socks4a_host(payload: &[u8]) -> Option<&str> {
+    const MAX_FIELD_LEN: usize = 255;
+    let nul_terminated = |start: usize| -> Option<(&[u8], usize)> {
+        let window = payload.get(start..).unwrap_or_default();
+        let window = &window[..window.len().min(MAX_FIELD_LEN + 1)];
+        let len = window.iter().position(|&b| b == 0)?;
+        Some((&window[..len], start + len + 1))
+    };
+    if !(1..=2).contains(payload.get(1)?) {
+        return None;
+    }
+    let ip = payload.get(4..8)?;
+    let (_user, user_end) = nul_terminated(8)?;
+    if ip[..3] != [0, 0, 0] || ip[3] == 0 {
+        return None;
+    }
+    let (host, _) = nul_terminated(user_end)?;
+    std::str::from_utf8(host).ok()
+}
+
+/// The proxy looks up a name that is not an IP literal (bare or in brackets) and is valid:
+/// at most 253 bytes (less a final dot), labels of 1 to 63 letters, digits, `-` or `_`.
+fn needs_lookup(host: &str) -> bool {
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    if host.parse::<IpAddr>().is_ok() || bracketed.is_some_and(|h| h.parse::<IpAddr>().is_ok()) {
+        return false;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Payload `i` of the fixed-seed set: random bytes, random length 0..600; a quarter start
