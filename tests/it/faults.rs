@@ -50,7 +50,7 @@ fn client_gone_mid_auth() {
         assert_echo(&mut stream, b"authenticated echo");
     };
     serve(proxy.addr);
-    let baseline = stable_fd_count(proxy.pid());
+    let baseline = settled_fd_count(proxy.pid());
 
     for how in LEAVES {
         for _ in 0..REPEAT {
@@ -90,7 +90,12 @@ fn client_gone_while_connecting() {
     // the attempt until the connect timeout; everything must be released by then.
     let (_hole, _fillers, hole) = black_hole();
     let (mut proxy, echo, baseline) = spawn_warm(&["--connect-timeout", "1.5"]);
+    // The proxy's own sockets connecting to the hole, by local address.
+    let attempts = |pid: i32| -> Vec<SocketAddr> {
+        open_connections(pid).iter().filter(|e| e.remote == hole).map(|e| e.local).collect()
+    };
     for how in LEAVES {
+        let earlier = attempts(proxy.pid());
         let clients: Vec<TcpStream> = (0..REPEAT)
             .map(|_| {
                 let mut stream = tcp_connect(proxy.addr);
@@ -99,8 +104,13 @@ fn client_gone_while_connecting() {
                 stream
             })
             .collect();
-        // Let the connects start (the proxy answers nothing while SYNs go unanswered).
-        thread::sleep(Duration::from_millis(200));
+        // Wait until the proxy is connecting for all of them (it answers nothing while SYNs go
+        // unanswered): its new sockets to the hole show in /proc.
+        let started = poll_until(TIMEOUT, || {
+            let new = attempts(proxy.pid()).iter().filter(|a| !earlier.contains(a)).count();
+            (new >= REPEAT).then_some(())
+        });
+        assert!(started.is_some(), "the proxy never started connecting to the black hole");
         for stream in clients {
             leave(stream, how);
         }
@@ -166,8 +176,10 @@ fn upstream_reset_mid_transfer_ends_the_client() {
     for _ in 0..REPEAT {
         let (mut client, _) = socks_connect(proxy.addr, reading_then_resetting.addr);
         // Push until the proxy gives up on us: a write error (EPIPE/ECONNRESET), never a
-        // write stuck for the whole timeout. Bounded: 64 MiB at most.
-        let (pushed, end) = push(&mut client, &DataGen::bytes(1, 64 * 1024), 64 * MIB, || {});
+        // write stuck for the whole timeout. Bounded: 64 MiB, or twice what the buffers on
+        // the way can hold if that is more.
+        let (pushed, end) =
+            push(&mut client, &DataGen::bytes(1, 64 * 1024), beyond_buffering(64 * MIB), || {});
         if let Pushed::Blocked = end {
             panic!("write blocked for 10 s after the upstream reset ({pushed} bytes pushed)")
         }
@@ -190,19 +202,26 @@ fn held_target(release: &Arc<AtomicBool>) -> Target<()> {
     })
 }
 
-/// A target that writes until its writes block (2 s timeout), then resets.
-fn pushing_then_resetting_target() -> Target<()> {
+/// A target that writes until its writes block (nothing taken for [`STALL`]), then resets.
+/// Result: how its pushing ended.
+fn pushing_then_resetting_target() -> Target<(usize, Pushed)> {
     Target::start("127.0.0.1:0", move |mut stream, _| {
-        stream.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-        push(&mut stream, &DataGen::bytes(3, 64 * 1024), 256 * MIB, || {});
+        stream.set_write_timeout(Some(STALL)).unwrap();
+        let pushed = push(&mut stream, &DataGen::bytes(3, 64 * 1024), beyond_buffering(256 * MIB), || {});
         leave(stream, Leave::Reset);
+        pushed
     })
 }
 
+/// How long a write must take nothing to count as blocked by backpressure rather than slowed
+/// by a busy machine.
+const STALL: Duration = Duration::from_secs(2);
+
 #[test]
 fn upstream_that_never_reads_pushes_back_on_the_client() {
-    const WRITE_LIMIT: usize = 64 * MIB;
     const RSS_LIMIT: u64 = 40 * MIB as u64;
+    // More than every buffer on the way can hold (64 MiB, or twice what autotuning allows).
+    let write_limit = beyond_buffering(64 * MIB);
     // Accepts, never reads, holds the connection until released (at most 30 s).
     let release = Arc::new(AtomicBool::new(false));
     let held = held_target(&release);
@@ -210,13 +229,14 @@ fn upstream_that_never_reads_pushes_back_on_the_client() {
     let rss_start = proxy.rss_bytes();
 
     let (mut client, _) = socks_connect(proxy.addr, held.addr);
-    // Once every buffer on the way is full, a write blocks: with a 500 ms write timeout that
-    // shows as WouldBlock/TimedOut, and the bytes accepted until then are what the path holds.
-    client.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    // Once every buffer on the way is full, a write blocks: with a write timeout that shows
+    // as WouldBlock/TimedOut, and the bytes accepted until then are what the path holds.
+    // A write that takes nothing for STALL is blocked, not just slow on a busy machine.
+    client.set_write_timeout(Some(STALL)).unwrap();
     let chunk = DataGen::bytes(2, 64 * 1024);
     let mut rss_peak = rss_start;
     let (written, end) =
-        push(&mut client, &chunk, WRITE_LIMIT, || rss_peak = rss_peak.max(proxy.rss_bytes()));
+        push(&mut client, &chunk, write_limit, || rss_peak = rss_peak.max(proxy.rss_bytes()));
     let blocked = match end {
         Pushed::Blocked => true,
         Pushed::Limit => false,
@@ -232,7 +252,7 @@ fn upstream_that_never_reads_pushes_back_on_the_client() {
         rss_start / 1024,
         rss_peak / 1024
     );
-    assert!(blocked, "the client wrote {WRITE_LIMIT} bytes without ever blocking: no backpressure");
+    assert!(blocked, "the client wrote {write_limit} bytes without ever blocking: no backpressure");
     assert!(
         matches!(&again, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
         "a write after the stall should still block: {again:?}"
@@ -257,8 +277,8 @@ fn client_reset_while_upstream_stalls_frees_the_relay() {
     let held = held_target(&release);
     let (mut proxy, echo, baseline) = spawn_warm(&["--idle-timeout", "60"]);
     let (mut client, _) = socks_connect(proxy.addr, held.addr);
-    client.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
-    push(&mut client, &DataGen::bytes(2, 64 * 1024), 64 * MIB, || {});
+    client.set_write_timeout(Some(STALL)).unwrap();
+    push(&mut client, &DataGen::bytes(2, 64 * 1024), beyond_buffering(64 * MIB), || {});
     leave(client, Leave::Reset);
     let result = wait_for_fds(proxy.pid(), baseline, SETTLE);
     release.store(true, Ordering::SeqCst);
@@ -273,9 +293,12 @@ fn upstream_reset_while_client_stalls_frees_the_relay() {
     let pushing = pushing_then_resetting_target();
     let (mut proxy, echo, baseline) = spawn_warm(&["--idle-timeout", "60"]);
     let (client, _) = socks_connect(proxy.addr, pushing.addr);
-    // The target resets once its writes have blocked for 2 s; give it that, then the settle time.
-    thread::sleep(Duration::from_secs(2));
-    let result = wait_for_fds(proxy.pid(), baseline, SETTLE + Duration::from_secs(2));
+    // The target resets once its writes have blocked for STALL; wait for that, then the
+    // settle time.
+    let (pushed, end) = pushing.next_result();
+    eprintln!("the target pushed {} KiB, then reset ({end:?})", pushed / 1024);
+    assert!(matches!(end, Pushed::Blocked), "the target was never held back: {end:?} after {pushed} bytes");
+    let result = wait_for_fds(proxy.pid(), baseline, SETTLE);
     drop(client);
     assert!(result.is_ok(), "upstream reset while the client stalls: relay still held ({result:?})");
     assert_recovered(&mut proxy, &echo, baseline, "upstream reset while the client stalls");
@@ -449,7 +472,7 @@ fn garbage_never_crashes_and_every_connection_ends() {
             .collect();
         // handshake + connect + idle (3 s) is the longest a payload can keep a connection;
         // the rest is slack for a loaded machine.
-        let limit = opened + Duration::from_secs(8);
+        let limit = opened + Duration::from_secs(3) + TIMEOUT;
         for (j, stream) in streams.iter_mut().enumerate() {
             let index = batch_no * BATCH + j;
             let mut got = 0usize;

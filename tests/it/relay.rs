@@ -6,6 +6,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -254,18 +256,30 @@ fn splice_upstream_reset_mid_transfer_closes_the_client() {
 fn splice_client_reset_mid_upload_closes_the_upstream_and_frees_everything() {
     let proxy = ProxyProcess::spawn(&["--relay", "splice"]);
     let (sockets_start, _) = fds_by_kind(proxy.pid());
-    let target = Target::start("127.0.0.1:0", |mut stream, _| {
-        // Read a little, stall so bytes back up into the proxy, then read to the end: EOF
-        // or reset, not a hang.
-        let mut first = [0u8; 1024];
-        stream.read_exact(&mut first).map_err(|e| e.to_string())?;
-        thread::sleep(Duration::from_millis(300));
-        read_to_close(&mut stream).map(|rest| rest.len()).map_err(|e| e.to_string())
-    });
+    // Connections the target has accepted, and how many the test has released.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let released = Arc::new(AtomicUsize::new(0));
+    let target = {
+        let (accepted, released) = (Arc::clone(&accepted), Arc::clone(&released));
+        Target::start("127.0.0.1:0", move |mut stream, _| {
+            let me = accepted.fetch_add(1, Ordering::SeqCst);
+            // Read a little, stall until the client has pushed what the path takes and reset
+            // (so bytes are backed up in the proxy when it goes), then read to the end: EOF
+            // or reset, not a hang.
+            let mut first = [0u8; 1024];
+            stream.read_exact(&mut first).map_err(|e| e.to_string())?;
+            poll_until(Duration::from_secs(60), || (released.load(Ordering::SeqCst) > me).then_some(()));
+            read_to_close(&mut stream).map(|rest| rest.len()).map_err(|e| e.to_string())
+        })
+    };
     for _ in 0..3 {
         let (mut client, _) = socks_connect(proxy.addr, target.addr);
-        write_stream(&mut client, UP_SEED, 8 * MIB).unwrap();
+        // Up to 8 MiB, less if the stalled path takes no more for a while.
+        client.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        let (_, end) = push(&mut client, &DataGen::bytes(UP_SEED, 64 * 1024), 8 * MIB, || {});
+        assert!(!matches!(end, Pushed::Failed(_)), "the upload failed before the reset: {end:?}");
         leave(client, Leave::Reset);
+        released.fetch_add(1, Ordering::SeqCst);
         assert!(target.next_result_within(Duration::from_secs(15)).is_ok(), "the target saw the end");
     }
     // Every relay socket is closed; pipes are bounded by the pool (a pipe that still held
@@ -281,22 +295,25 @@ fn splice_client_reset_mid_upload_closes_the_upstream_and_frees_everything() {
 
 #[test]
 fn slow_reader_keeps_proxy_memory_bounded() {
-    const TOTAL: usize = 256 * MIB;
     const SEED: u64 = 0xbeef;
     // Generous: the relay holds at most one 64 KiB scratch plus pending bytes per pipe, so
     // anything near this means the proxy buffers what the socket buffers refuse.
     const RSS_LIMIT: u64 = 40 * MIB as u64;
+    // 256 MiB, or twice what the buffers on the way can hold if that is more.
+    let total = beyond_buffering(256 * MIB);
     let proxy = ProxyProcess::spawn(&[]);
     let rss_start = proxy.rss_bytes();
-    let target = source_target(SEED, TOTAL);
-    let (mut stream, _) = socks_connect(proxy.addr, target.addr);
+    let source = SourceTarget::start(SEED, total);
+    let (mut stream, _) = socks_connect(proxy.addr, source.target.addr);
     // The fast phase moves 256 MiB; allow for a slow machine.
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
 
     let mut verifier = Verifier::new(SEED);
     let mut rss_peak = 0u64;
-    // Slow phase: ~1 s of small reads with pauses while the target writes flat out.
-    read_slowly(&mut stream, &mut verifier, || rss_peak = rss_peak.max(proxy.rss_bytes()));
+    // Slow phase: small reads with pauses while the target writes flat out, until the target
+    // is held back (at least ~1 s).
+    let held_back =
+        read_slowly(&mut stream, &mut verifier, &source, || rss_peak = rss_peak.max(proxy.rss_bytes()));
     let rss_slow = proxy.rss_bytes();
     rss_peak = rss_peak.max(rss_slow);
     // Fast phase: the rest at full speed, sampling now and then.
@@ -309,31 +326,35 @@ fn slow_reader_keeps_proxy_memory_bounded() {
         rss_end / 1024,
         rss_peak / 1024
     );
-    assert_eq!(verifier.offset, TOTAL as u64, "all bytes arrived");
-    assert_eq!(target.next_result(), Ok(()));
+    assert!(held_back, "the slow reader never held the target back: no backpressure");
+    assert_eq!(verifier.offset, total as u64, "all bytes arrived");
+    assert_eq!(source.target.next_result(), Ok(()));
     assert!(rss_peak < RSS_LIMIT, "proxy RSS peaked at {} KiB", rss_peak / 1024);
 }
 
 #[test]
 fn splice_slow_reader_keeps_proxy_memory_and_descriptors_bounded() {
-    const TOTAL: usize = 128 * MIB;
     const SEED: u64 = 0x51_0e;
     const RSS_LIMIT: u64 = 40 * MIB as u64;
+    // 128 MiB, or twice what the buffers on the way can hold if that is more.
+    let total = beyond_buffering(128 * MIB);
     let proxy = ProxyProcess::spawn(&["--relay", "splice"]);
     let (sockets_start, pipes_start) = fds_by_kind(proxy.pid());
     let rss_start = proxy.rss_bytes();
-    let target = source_target(SEED, TOTAL);
-    let (mut stream, _) = socks_connect(proxy.addr, target.addr);
+    let source = SourceTarget::start(SEED, total);
+    let (mut stream, _) = socks_connect(proxy.addr, source.target.addr);
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
 
     let mut verifier = Verifier::new(SEED);
     let mut rss_peak = rss_start;
     let mut pipes_peak = 0;
-    // Slow phase: ~1 s of 1 KiB reads with pauses while the target writes flat out.
-    read_slowly(&mut stream, &mut verifier, || {
+    // Slow phase: 1 KiB reads with pauses while the target writes flat out, until the target
+    // is held back (at least ~1 s).
+    let held_back = read_slowly(&mut stream, &mut verifier, &source, || {
         rss_peak = rss_peak.max(proxy.rss_bytes());
         pipes_peak = pipes_peak.max(fds_by_kind(proxy.pid()).1);
     });
+    assert!(held_back, "the slow reader never held the target back: no backpressure");
     // The stalled direction holds a borrowed pipe (2 fds) beside the relay's 2 sockets; the
     // loop's pool may keep another, empty. (The copy path would open no pipe at all.)
     let (sockets_slow, pipes_slow) = fds_by_kind(proxy.pid());
@@ -348,8 +369,8 @@ fn splice_slow_reader_keeps_proxy_memory_and_descriptors_bounded() {
         rss_start / 1024,
         rss_peak / 1024
     );
-    assert_eq!(verifier.offset, TOTAL as u64, "all bytes arrived");
-    assert_eq!(target.next_result(), Ok(()));
+    assert_eq!(verifier.offset, total as u64, "all bytes arrived");
+    assert_eq!(source.target.next_result(), Ok(()));
     assert!(rss_peak < RSS_LIMIT, "proxy RSS peaked at {} KiB", rss_peak / 1024);
     drop(stream);
     // The relay's sockets close; only pooled empty pipes (at most 16 per loop) may remain.

@@ -37,7 +37,7 @@ fn scale(n: usize) {
         let (mut stream, _) = socks_connect(proxy.addr, target.addr);
         assert_echo(&mut stream, b"warm-up");
     }
-    let baseline_fds = stable_fd_count(proxy.pid());
+    let baseline_fds = settled_fd_count(proxy.pid());
     let rss_before = proxy.rss_bytes();
 
     // Establish: each thread opens its share, each relay proven by one small echo.

@@ -91,6 +91,10 @@ fn udp_worker(proxy: SocketAddr, echo_port: u16, until: Instant, counts: &Counts
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         let mut buf = vec![0u8; 65536];
+        // Checksums of this association's earlier payloads: a retry's late first answer (on a
+        // busy machine an echo can take longer than the wait) arrives after the one awaited
+        // and is recognised as stale, not taken for a corrupted answer to the next datagram.
+        let mut earlier: Vec<u64> = Vec::new();
         for _ in 0..DATAGRAMS_PER_ASSOCIATION {
             let payload = DataGen::bytes(n, 1 + (n % 1400) as usize);
             // UDP may drop; loopback practically never does. Retry a few times and count it.
@@ -100,15 +104,21 @@ fn udp_worker(proxy: SocketAddr, echo_port: u16, until: Instant, counts: &Counts
                     counts.datagram_retries.fetch_add(1, Ordering::Relaxed);
                 }
                 udp.send_to(&udp_datagram(0, &dest, &payload), relay).unwrap();
-                if let Ok((len, _)) = udp.recv_from(&mut buf)
-                    && let Some(back) = udp_reply_payload(&buf[..len])
-                {
+                while let Ok((len, _)) = udp.recv_from(&mut buf) {
+                    let Some(back) = udp_reply_payload(&buf[..len]) else { break };
+                    if back != payload && earlier.contains(&checksum(back)) {
+                        continue; // a duplicate answer to an earlier datagram
+                    }
                     assert_eq!(checksum(back), checksum(&payload), "datagram {n} corrupted");
                     answered = true;
                     break;
                 }
+                if answered {
+                    break;
+                }
             }
             assert!(answered, "datagram {n}: no echo after 3 tries");
+            earlier.push(checksum(&payload));
             counts.datagrams.fetch_add(1, Ordering::Relaxed);
             n += 1;
         }
@@ -156,9 +166,9 @@ fn soak_mixed_workload() {
         let soon = Instant::now();
         udp_worker(proxy.addr, udp_echo_port, soon, &warm_counts);
         failure_worker(proxy.addr, soon, &warm_counts);
-        let settled = stable_fd_count(proxy.pid());
-        assert_eq!(settled, warm, "warm-up left descriptors behind");
-        settled
+        let settled = wait_for_fds(proxy.pid(), warm, SETTLE);
+        assert!(settled.is_ok(), "warm-up left descriptors behind: {settled:?}, baseline {warm}");
+        warm
     };
     let rss_before = proxy.rss_bytes();
     let cpu_before = cpu_time(proxy.pid());

@@ -3,8 +3,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use super::*;
 
 /// xorshift64 stream, produced in little-endian 8-byte words; any chunking of reads or writes
 /// yields the same byte sequence for a seed.
@@ -83,6 +86,16 @@ impl Verifier {
 
 /// Write `len` bytes of stream `seed` in 64 KiB chunks.
 pub fn write_stream(stream: &mut impl Write, seed: u64, len: usize) -> io::Result<()> {
+    write_stream_counting(stream, seed, len, &AtomicU64::new(0))
+}
+
+/// [`write_stream`], adding each chunk to `written` once the write has taken it.
+pub fn write_stream_counting(
+    stream: &mut impl Write,
+    seed: u64,
+    len: usize,
+    written: &AtomicU64,
+) -> io::Result<()> {
     let mut generator = DataGen::new(seed);
     let mut buf = vec![0u8; 64 * 1024];
     let mut left = len;
@@ -90,6 +103,7 @@ pub fn write_stream(stream: &mut impl Write, seed: u64, len: usize) -> io::Resul
         let n = left.min(buf.len());
         generator.fill(&mut buf[..n]);
         stream.write_all(&buf[..n])?;
+        written.fetch_add(n as u64, Ordering::SeqCst);
         left -= n;
     }
     Ok(())
@@ -124,13 +138,25 @@ pub fn read_verified_prefix(stream: &mut impl Read, seed: u64) -> u64 {
     }
 }
 
-/// A slow reader: about a second of 1 KiB reads with 10 ms pauses (500 at most), each checked
-/// by `verifier`, while the sender writes flat out; `sample` runs after every 20th read.
-pub fn read_slowly(stream: &mut impl Read, verifier: &mut Verifier, mut sample: impl FnMut()) {
+/// A slow reader of `source`'s stream: 1 KiB reads with 10 ms pauses, each checked by
+/// `verifier`, while the source writes flat out; `sample` runs after every 20th read.
+///
+/// It reads for at least a second and until backpressure has reached the source (its writes
+/// took less than 1 MiB in the last 200 ms while it had bytes left to send), so whatever the
+/// buffers on the way can hold is full when it stops, however slow the machine; at most
+/// 2,000 reads or 20 s. Returns whether the source was held back.
+pub fn read_slowly(
+    stream: &mut impl Read,
+    verifier: &mut Verifier,
+    source: &SourceTarget,
+    mut sample: impl FnMut(),
+) -> bool {
+    const WINDOW: Duration = Duration::from_millis(200);
     let mut buf = [0u8; 1024];
-    let slow_until = Instant::now() + Duration::from_secs(1);
+    let start = Instant::now();
+    let mut mark = (start, source.written());
     let mut reads = 0u32;
-    while Instant::now() < slow_until && reads < 500 {
+    loop {
         let n = stream.read(&mut buf).unwrap();
         assert!(n > 0, "early EOF");
         verifier.check(&buf[..n]).unwrap();
@@ -138,6 +164,18 @@ pub fn read_slowly(stream: &mut impl Read, verifier: &mut Verifier, mut sample: 
         thread::sleep(Duration::from_millis(10));
         if reads.is_multiple_of(20) {
             sample();
+        }
+        let now = Instant::now();
+        if now.duration_since(mark.0) >= WINDOW {
+            let written = source.written();
+            let held_back = written < source.len as u64 && written - mark.1 < MIB as u64;
+            if held_back && now.duration_since(start) >= Duration::from_secs(1) {
+                return true;
+            }
+            mark = (now, written);
+        }
+        if reads >= 2000 || now.duration_since(start) >= Duration::from_secs(20) {
+            return false;
         }
     }
 }

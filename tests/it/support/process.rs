@@ -1,6 +1,8 @@
-//! A process seen through /proc: open descriptors (and which are sockets or pipes), CPU time,
-//! resident memory, threads and limits.
+//! A process seen through /proc: open descriptors (which are sockets or pipes, and which TCP
+//! connections), CPU time, resident memory, threads and limits.
 
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -61,19 +63,100 @@ pub fn assert_fds_return(proxy: &ProxyProcess, baseline: usize, what: &str) {
     }
 }
 
-/// The count once it has stopped changing (two equal readings 100 ms apart, at most 2 s).
-pub fn stable_fd_count(pid: i32) -> usize {
-    let start = Instant::now();
-    let mut last = fd_count(pid);
-    while start.elapsed() < Duration::from_secs(2) {
-        thread::sleep(Duration::from_millis(100));
-        let now = fd_count(pid);
-        if now == last {
-            return now;
-        }
-        last = now;
+/// One entry of /proc/PID/net/tcp or tcp6.
+#[derive(Debug)]
+pub struct TcpEntry {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The kernel's state number: 0x0A is LISTEN, 0x01 ESTABLISHED.
+    pub state: u8,
+    /// 0 for a connection no process holds yet (still in a listener's accept queue).
+    pub inode: u64,
+}
+
+const TCP_LISTEN: u8 = 0x0A;
+
+/// Parse `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): each 32-bit word is
+/// printed in the machine's byte order, the port as a number.
+fn proc_net_addr(field: &str) -> Option<SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for word in ip.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
     }
-    last
+    let ip: IpAddr = match bytes.len() {
+        4 => Ipv4Addr::from(<[u8; 4]>::try_from(&bytes[..]).ok()?).into(),
+        16 => Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[..]).ok()?).into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Every TCP socket in `pid`'s network namespace (IPv4 and IPv6).
+pub fn tcp_entries(pid: i32) -> Vec<TcpEntry> {
+    let mut entries = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote)) =
+                (f.get(1).and_then(|x| proc_net_addr(x)), f.get(2).and_then(|x| proc_net_addr(x)))
+            else {
+                continue;
+            };
+            let (Some(Ok(state)), Some(Ok(inode))) =
+                (f.get(3).map(|x| u8::from_str_radix(x, 16)), f.get(9).map(|x| x.parse::<u64>()))
+            else {
+                continue;
+            };
+            entries.push(TcpEntry { local, remote, state, inode });
+        }
+    }
+    entries
+}
+
+/// The socket inodes among `pid`'s open descriptors.
+pub fn socket_inodes(pid: i32) -> HashSet<u64> {
+    fd_targets(pid)
+        .iter()
+        .filter_map(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect()
+}
+
+/// The TCP sockets `pid` holds that are not listeners: connections still open or closing.
+pub fn open_connections(pid: i32) -> Vec<TcpEntry> {
+    let held = socket_inodes(pid);
+    tcp_entries(pid).into_iter().filter(|e| e.state != TCP_LISTEN && held.contains(&e.inode)).collect()
+}
+
+/// Whether `pid` has accepted the connection whose client end is `client` (a connection
+/// still in the accept queue belongs to no process).
+pub fn holds_connection_from(pid: i32, client: SocketAddr) -> bool {
+    let held = socket_inodes(pid);
+    tcp_entries(pid).iter().any(|e| e.remote == client && e.inode != 0 && held.contains(&e.inode))
+}
+
+/// The proxy's descriptor count once it is idle: no TCP connection of its own left open or
+/// closing (only listeners), and the count unchanged over two readings 100 ms apart. A
+/// count taken while a warm-up connection is still being closed would make a wrong baseline.
+pub fn settled_fd_count(pid: i32) -> usize {
+    let settled = poll_until(SETTLE, || {
+        if !open_connections(pid).is_empty() {
+            return None;
+        }
+        let before = fd_count(pid);
+        thread::sleep(Duration::from_millis(100));
+        (open_connections(pid).is_empty() && fd_count(pid) == before).then_some(before)
+    });
+    settled.unwrap_or_else(|| {
+        panic!(
+            "the proxy did not become idle: open connections {:?}, fds {:?}",
+            open_connections(pid),
+            fd_targets(pid)
+        )
+    })
 }
 
 /// CPU time (user + system) the process has consumed, from /proc/PID/stat.

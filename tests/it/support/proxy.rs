@@ -190,13 +190,13 @@ pub fn assert_serves(proxy: SocketAddr, echo: &Target<u64>, what: &str) {
 }
 
 /// Exercise the proxy once (a CONNECT by IP and one by name, so the resolver threads and
-/// anything lazily opened exist), then return its settled descriptor count.
+/// anything lazily opened exist), then return its descriptor count once it is idle again.
 pub fn warm_up_and_count_fds(proxy: &ProxyProcess, echo: &Target<u64>) -> usize {
     assert_serves(proxy.addr, echo, "start");
     let (mut stream, _) = socks_connect(proxy.addr, Dest::Domain("localhost".into(), echo.addr.port()));
     assert_echo(&mut stream, b"warm-up by name");
     drop(stream);
-    stable_fd_count(proxy.pid())
+    settled_fd_count(proxy.pid())
 }
 
 /// A proxy child spawned with `extra`, an echo target, and the proxy's settled descriptor

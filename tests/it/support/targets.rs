@@ -1,11 +1,12 @@
 //! Targets the proxy connects to: a scriptable server (one thread per connection), an echo, a
-//! data source, a black hole (a connect that never completes), and
+//! data source that reports its progress, a black hole (a connect that never completes), and
 //! an echo in another process for tests with thousands of relays.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
@@ -86,14 +87,30 @@ pub fn echo_server(bind: &str) -> Target<u64> {
     })
 }
 
-/// A target that writes `len` bytes of stream `seed` as fast as it can, then half-closes.
-/// Result: whether the write completed.
-pub fn source_target(seed: u64, len: usize) -> Target<Result<(), String>> {
-    Target::start("127.0.0.1:0", move |mut stream, _| {
-        let result = write_stream(&mut stream, seed, len).map_err(|e| e.to_string());
-        let _ = stream.shutdown(Shutdown::Write);
-        result
-    })
+/// A target that writes `len` bytes of stream `seed` as fast as it can, then half-closes;
+/// its result says whether the write completed, and [`SourceTarget::written`] how far it got.
+pub struct SourceTarget {
+    pub target: Target<Result<(), String>>,
+    pub len: usize,
+    written: Arc<AtomicU64>,
+}
+
+impl SourceTarget {
+    pub fn start(seed: u64, len: usize) -> SourceTarget {
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&written);
+        let target = Target::start("127.0.0.1:0", move |mut stream, _| {
+            let result = write_stream_counting(&mut stream, seed, len, &counter).map_err(|e| e.to_string());
+            let _ = stream.shutdown(Shutdown::Write);
+            result
+        });
+        SourceTarget { target, len, written }
+    }
+
+    /// Bytes the source's writes have handed to its socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
 }
 
 /// A free loopback port nothing listens on (bind, note the port, drop).
