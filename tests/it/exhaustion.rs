@@ -110,11 +110,20 @@ enum Outcome {
     NotAccepted(TcpStream),
 }
 
-fn try_associate(proxy: SocketAddr) -> Outcome {
-    let mut stream = tcp_connect(proxy);
+fn try_associate(proxy: &ProxyProcess) -> Outcome {
+    let mut stream = tcp_connect(proxy.addr);
     stream.write_all(&greeting_bytes()).unwrap();
-    if nothing_arrives(&mut stream, Duration::from_millis(1000)) {
-        return Outcome::NotAccepted(stream);
+    // Unanswered for a second is "not accepted" only if the proxy really has not accepted
+    // the connection (it is still in the listener's queue, which /proc shows); an accepted
+    // client is answered, however busy the machine (at most TIMEOUT).
+    let client = stream.local_addr().unwrap();
+    let mut waited = Duration::ZERO;
+    while nothing_arrives(&mut stream, Duration::from_millis(250)) {
+        waited += Duration::from_millis(250);
+        let accepted = holds_connection_from(proxy.pid(), client);
+        if (waited >= Duration::from_millis(1000) && !accepted) || waited >= TIMEOUT {
+            return Outcome::NotAccepted(stream);
+        }
     }
     let mut selection = [0u8; 2];
     stream.read_exact(&mut selection).expect("method selection");
@@ -180,7 +189,7 @@ fn udp_associations_exhaust_descriptors_and_the_proxy_recovers() {
     let mut saw_general_failure = false;
     let mut saw_accept_stall = false;
     for _ in 0..200 {
-        match try_associate(proxy.addr) {
+        match try_associate(&proxy) {
             Outcome::Associated(stream, relay) => associations.push((stream, relay)),
             Outcome::GeneralFailure => {
                 saw_general_failure = true;
