@@ -2,7 +2,6 @@
 
 use std::net::TcpListener;
 use std::process::Output;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -58,7 +57,7 @@ fn port_in_use_exits_1() {
 fn sigterm_exits_0() {
     let mut proxy = ProxyProcess::spawn(&[]);
     proxy.signal(libc::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exits after SIGTERM");
+    let status = proxy.wait_exit(TIMEOUT).expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "stderr: {:?}", proxy.stderr.lock().unwrap());
 }
 
@@ -66,7 +65,7 @@ fn sigterm_exits_0() {
 fn sigint_exits_0() {
     let mut proxy = ProxyProcess::spawn(&[]);
     proxy.signal(libc::SIGINT);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exits after SIGINT");
+    let status = proxy.wait_exit(TIMEOUT).expect("exits after SIGINT");
     assert_eq!(status.code(), Some(0), "stderr: {:?}", proxy.stderr.lock().unwrap());
 }
 

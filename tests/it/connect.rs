@@ -90,7 +90,11 @@ fn black_holed_connect_gets_06_at_the_connect_timeout() {
 fn resolver_threads_start_on_first_lookup() {
     let proxy = ProxyProcess::spawn(&["--resolver-threads", "2"]);
     let target = echo_server("127.0.0.1:0");
-    assert_eq!(thread_names(proxy.pid()), ["socksloop", "socksloop-loop-"], "idle threads");
+    // A new thread names itself once it runs, which may be after the "listening on" line:
+    // until then /proc shows the parent's name. Wait for the names to settle, then compare.
+    let idle = ["socksloop", "socksloop-loop-"];
+    poll_until(TIMEOUT, || (thread_names(proxy.pid()) == idle).then_some(()));
+    assert_eq!(thread_names(proxy.pid()), idle, "idle threads");
 
     // An IP address needs no lookup, so no thread.
     let (mut stream, reply) = socks_connect(proxy.addr, target.addr);

@@ -43,7 +43,7 @@ fn sigterm_drains_a_transfer_in_flight_then_exits_0() {
     client.read_exact(&mut first).unwrap();
 
     proxy.signal(libc::SIGTERM);
-    assert!(wait_until_refusing(&proxy, Duration::from_secs(5)), "listener still open while draining");
+    assert!(wait_until_refusing(&proxy, TIMEOUT), "listener still open while draining");
     assert!(proxy.wait_exit(Duration::from_millis(100)).is_none(), "must wait for the transfer");
 
     let mut verifier = Verifier::new(SEED);
@@ -59,7 +59,7 @@ fn sigterm_drains_a_transfer_in_flight_then_exits_0() {
     assert_eq!(verifier.offset, LEN as u64, "the whole transfer arrives during the drain");
     assert!(target.next_result(), "target wrote everything");
     drop(client);
-    let status = proxy.wait_exit(Duration::from_secs(10)).expect("exits once the relay is done");
+    let status = proxy.wait_exit(TIMEOUT).expect("exits once the relay is done");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -70,10 +70,10 @@ fn second_sigterm_stops_at_once() {
     let (mut client, _) = socks_connect(proxy.addr, echo.addr);
     assert_echo(&mut client, b"held open");
     proxy.signal(libc::SIGTERM);
-    assert!(wait_until_refusing(&proxy, Duration::from_secs(5)));
+    assert!(wait_until_refusing(&proxy, TIMEOUT));
     assert!(proxy.wait_exit(Duration::from_millis(300)).is_none(), "the open relay keeps it draining");
     proxy.signal(libc::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("second SIGTERM exits at once");
+    let status = proxy.wait_exit(TIMEOUT).expect("second SIGTERM exits at once");
     assert_eq!(status.code(), Some(0));
     expect_closed(&mut client, "relay after the forced stop");
 }
@@ -85,7 +85,7 @@ fn grace_period_ends_the_drain() {
     let (mut client, _) = socks_connect(proxy.addr, echo.addr);
     assert_echo(&mut client, b"idle after this");
     proxy.signal(libc::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exits when the grace period ends");
+    let status = proxy.wait_exit(TIMEOUT).expect("exits when the grace period ends");
     assert_eq!(status.code(), Some(0));
     expect_closed(&mut client, "relay closed at the end of the grace period");
 }
@@ -102,7 +102,7 @@ fn two_workers_share_the_load() {
     // spreading 24 connections by their addresses, both loops must have served some.
     let start = Instant::now();
     let (mut odd, mut even) = (false, false);
-    while start.elapsed() < Duration::from_secs(5) && !(odd && even) {
+    while start.elapsed() < TIMEOUT && !(odd && even) {
         for line in proxy.stderr.lock().unwrap().iter() {
             if let Some(id) =
                 line.split("conn ").nth(1).and_then(|r| r.split(':').next()?.parse::<u64>().ok())

@@ -79,16 +79,13 @@ fn non_loopback_listen_without_auth_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("open proxy") && stderr.contains("--allow-open-proxy"), "{stderr}");
 
-    // With credentials from the environment it starts (and is stopped at once).
-    let mut child = bin()
+    // With credentials from the environment it starts (and is stopped at once): it says it is
+    // listening (ProxyProcess waits for that line) and is still running.
+    let mut command = bin();
+    command
         .args(["--listen", "0.0.0.0:0"])
         .env("SOCKSLOOP_USER", "env-user")
-        .env("SOCKSLOOP_PASS", "env-pass")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "should be running with auth configured");
-    child.kill().unwrap();
-    child.wait().unwrap();
+        .env("SOCKSLOOP_PASS", "env-pass");
+    let mut proxy = ProxyProcess::from_command(command);
+    assert!(proxy.child.try_wait().unwrap().is_none(), "should be running with auth configured");
 }
