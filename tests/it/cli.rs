@@ -1,27 +1,15 @@
 //! The binary's command line: bad flags, help, version, a port in use, and signals.
 
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use crate::support::*;
 
-fn bin() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_socksloop"));
-    command.stdin(Stdio::null());
-    command
-}
-
-/// Run the binary to completion, killed after 10 s so a proxy that starts by mistake fails
-/// the test instead of hanging it.
+/// Run the binary with `args` to completion (killed if it does not exit).
 fn run(args: &[&str]) -> Output {
-    let mut child = bin().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    if wait_child(&mut child, TIMEOUT).is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("socksloop {args:?} did not exit");
-    }
-    child.wait_with_output().unwrap()
+    let mut command = bin();
+    command.args(args);
+    run_to_exit(command)
 }
 
 #[test]
@@ -68,18 +56,16 @@ fn port_in_use_exits_1() {
 #[test]
 fn sigterm_exits_0() {
     let mut proxy = ProxyProcess::spawn(&[]);
-    // SAFETY: kill(2) on our own child's PID; no memory is involved.
-    assert_eq!(unsafe { libc::kill(proxy.pid(), libc::SIGTERM) }, 0);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exits after SIGTERM");
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(TIMEOUT).expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "stderr: {:?}", proxy.stderr.lock().unwrap());
 }
 
 #[test]
 fn sigint_exits_0() {
     let mut proxy = ProxyProcess::spawn(&[]);
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(proxy.pid(), libc::SIGINT) }, 0);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exits after SIGINT");
+    proxy.signal(libc::SIGINT);
+    let status = proxy.wait_exit(TIMEOUT).expect("exits after SIGINT");
     assert_eq!(status.code(), Some(0), "stderr: {:?}", proxy.stderr.lock().unwrap());
 }
 

@@ -1,8 +1,9 @@
 //! CONNECT outcomes: IPv4, IPv6 and domain targets (with BND.ADDR checked against what the
-//! target saw), refused ports, unresolvable names, and a connect that never completes.
+//! target saw), refused ports (05), unresolvable names (04), a connect that never completes
+//! (06 at the connect timeout), and resolver threads started only when a name needs one.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -64,27 +65,45 @@ fn unresolvable_name_gets_04() {
     expect_closed(&mut stream, "after host unreachable");
 }
 
-/// A listener whose accept queue is full: Linux drops further SYNs (instead of refusing), so
-/// a connect to it stays in SYN-SENT. Backlog 0 means one queued connection fills it.
-fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
-    use socket2::{Domain, Socket, Type};
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    // Fill the queue; later connects from the proxy hang. Keep these open (never accepted).
-    let fillers = (0..2)
-        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
-        .collect();
-    (listener, fillers, addr)
+/// A connect to a black hole (SYNs dropped) ends in 06 when the connect timeout runs out, not
+/// long before; twice, against the binary, which then still serves and holds no descriptor
+/// more than before.
+#[test]
+fn black_holed_connect_gets_06_at_the_connect_timeout() {
+    let (_hole, _fillers, hole) = black_hole();
+    let (mut proxy, echo, baseline) = spawn_warm(&["--connect-timeout", "1"]);
+    for _ in 0..2 {
+        let start = Instant::now();
+        let (mut stream, reply) = socks_request(proxy.addr, CMD_CONNECT, &Dest::Ip(hole));
+        let waited = start.elapsed();
+        assert_eq!(reply.code, REP_TTL_EXPIRED, "{reply:?}");
+        // Not a speed check: an answer long before the timeout would be a different bug.
+        assert!(waited >= Duration::from_millis(800), "06 after only {waited:?}");
+        expect_closed(&mut stream, "after connect timeout");
+    }
+    assert_recovered(&mut proxy, &echo, baseline, "black-holed connects");
 }
 
+/// An idle proxy runs two threads (signals, one loop) and starts a resolver thread only when
+/// a name must be looked up: each thread costs resident memory.
 #[test]
-fn connect_timeout_gets_06() {
-    let (_listener, fillers, addr) = black_hole();
-    assert!(!fillers.is_empty(), "could not fill the accept queue");
-    let server = start_server_with(|c| c.connect_timeout = Duration::from_millis(500));
-    let (mut stream, reply) = socks_request(proxy_addr(&server), CMD_CONNECT, &Dest::Ip(addr));
-    assert_eq!(reply.code, REP_TTL_EXPIRED, "{reply:?}");
-    expect_closed(&mut stream, "after connect timeout");
+fn resolver_threads_start_on_first_lookup() {
+    let proxy = ProxyProcess::spawn(&["--resolver-threads", "2"]);
+    let target = echo_server("127.0.0.1:0");
+    // A new thread names itself once it runs, which may be after the "listening on" line:
+    // until then /proc shows the parent's name. Wait for the names to settle, then compare.
+    let idle = ["socksloop", "socksloop-loop-"];
+    poll_until(TIMEOUT, || (thread_names(proxy.pid()) == idle).then_some(()));
+    assert_eq!(thread_names(proxy.pid()), idle, "idle threads");
+
+    // An IP address needs no lookup, so no thread.
+    let (mut stream, reply) = socks_connect(proxy.addr, target.addr);
+    assert_eq!(reply.code, 0);
+    assert_echo(&mut stream, b"by address");
+    assert_eq!(thread_names(proxy.pid()).len(), 2, "{:?}", thread_names(proxy.pid()));
+
+    let (mut stream, reply) = socks_connect(proxy.addr, Dest::Domain("localhost".into(), target.addr.port()));
+    assert_eq!(reply.code, 0);
+    assert_echo(&mut stream, b"by name");
+    assert!(thread_names(proxy.pid()).contains(&"resolver-0".to_string()), "{:?}", thread_names(proxy.pid()));
 }

@@ -1,50 +1,28 @@
 //! Faults against the proxy binary: clients that vanish (FIN or RST) in every phase, upstreams
-//! that reset or stop reading, a black-holed connect, and 2,000 fixed-seed garbage payloads.
-//! After each, the proxy must still serve a normal client and its open descriptors
-//! (/proc/PID/fd) must come back to the count it had before the fault.
+//! that reset or stop reading, resets on a side whose reads are paused by backpressure, and
+//! 2,000 fixed-seed garbage payloads. After each, the proxy must still serve a normal client
+//! and its open descriptors (/proc/PID/fd) must come back to the count it had before the
+//! fault. (A black-holed connect is in `connect.rs`.)
 //!
-//! The default suite runs all but two (about 10 s of wall time, mostly the garbage test
-//! waiting for handshake timeouts): `CARGO_TARGET_DIR=/work/target-rel cargo test --test it faults`.
-//! The two `*_stalls_frees_the_relay` tests are ignored because they fail on a known bug (a
-//! reset is not noticed on a side whose reads are paused by backpressure); run them with
-//! `CARGO_TARGET_DIR=/work/target-rel cargo test --test it stalls -- --ignored`.
+//! About 10 s of wall time, mostly the garbage test waiting for handshake timeouts:
+//! `cargo test --test it faults::`.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socksloop::protocol::parse_socks4_request;
-use socksloop::protocol::{Method, Parse, Socks4Target, TargetAddr, parse_greeting, parse_request};
-use socksloop::resolver::{NameCheck, check_name};
-
-use crate::reliability::*;
 use crate::support::*;
 
 /// Connections per way of leaving (FIN, RST) in each phase: several, so a leak of one
 /// descriptor per fault shows as a clear difference.
 const REPEAT: usize = 4;
 
-/// A proxy child, an echo target, and the proxy's settled descriptor count.
-fn setup(extra: &[&str]) -> (ProxyProcess, Target<u64>, usize) {
-    let echo = echo_server("127.0.0.1:0");
-    let proxy = ProxyProcess::spawn(extra);
-    let baseline = warm_up_and_count_fds(&proxy, &echo);
-    (proxy, echo, baseline)
-}
-
-/// The common ending: still alive, still serving, and every descriptor given back.
-fn assert_recovered(proxy: &mut ProxyProcess, echo: &Target<u64>, baseline: usize, what: &str) {
-    assert_alive(proxy, what);
-    assert_serves(proxy.addr, echo, what);
-    assert_fds_return(proxy, baseline, what);
-}
-
 #[test]
 fn client_gone_mid_greeting() {
-    let (mut proxy, echo, baseline) = setup(&[]);
+    let (mut proxy, echo, baseline) = spawn_warm(&[]);
     for how in LEAVES {
         for _ in 0..REPEAT {
             let mut stream = tcp_connect(proxy.addr);
@@ -58,53 +36,41 @@ fn client_gone_mid_greeting() {
 
 #[test]
 fn client_gone_mid_auth() {
-    let dir = std::env::temp_dir().join(format!("socksloop-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let auth_file = dir.join("users");
-    std::fs::write(&auth_file, "user:pw\n").unwrap();
+    let users = TempFile::new("faults-users", "user:pw\n");
     let echo = echo_server("127.0.0.1:0");
-    let mut proxy = ProxyProcess::spawn(&["--auth-file", auth_file.to_str().unwrap()]);
+    let mut proxy = ProxyProcess::spawn(&["--auth-file", users.path()]);
 
     // With auth on, a normal client authenticates first.
     let serve = |proxy: SocketAddr| {
         let mut stream = tcp_connect(proxy);
-        stream.write_all(&[5, 1, 2]).unwrap();
-        let mut answer = [0u8; 2];
-        stream.read_exact(&mut answer).unwrap();
-        assert_eq!(answer, [5, 2], "username/password chosen");
-        stream.write_all(&[1, 4, b'u', b's', b'e', b'r', 2, b'p', b'w']).unwrap();
-        stream.read_exact(&mut answer).unwrap();
-        assert_eq!(answer, [1, 0], "authenticated");
+        greet_userpass(&mut stream);
+        assert_eq!(authenticate(&mut stream, "user", "pw"), 0, "authenticated");
         stream.write_all(&request_bytes(CMD_CONNECT, &Dest::Ip(echo.addr))).unwrap();
         assert_eq!(read_reply(&mut stream).unwrap().code, REP_OK);
         assert_echo(&mut stream, b"authenticated echo");
     };
     serve(proxy.addr);
-    let baseline = stable_fd_count(proxy.pid());
+    let baseline = settled_fd_count(proxy.pid());
 
     for how in LEAVES {
         for _ in 0..REPEAT {
             let mut stream = tcp_connect(proxy.addr);
-            stream.write_all(&[5, 1, 2]).unwrap();
-            let mut answer = [0u8; 2];
-            stream.read_exact(&mut answer).unwrap();
-            assert_eq!(answer, [5, 2]);
+            greet_userpass(&mut stream);
             // Half an RFC 1929 request: the user name is cut short.
-            stream.write_all(&[1, 4, b'u', b's']).unwrap();
+            stream.write_all(&auth_request_bytes("user", "pw")[..4]).unwrap();
             leave(stream, how);
         }
     }
     assert_alive(&mut proxy, "clients gone mid-auth");
     serve(proxy.addr);
     assert_fds_return(&proxy, baseline, "clients gone mid-auth");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn client_gone_while_resolving() {
     // A lookup of `localhost` is quick, so "while resolving" means: gone right after the
     // request, before the answer can have been used. The late answer must find nothing.
-    let (mut proxy, echo, baseline) = setup(&[]);
+    let (mut proxy, echo, baseline) = spawn_warm(&[]);
     for how in LEAVES {
         for _ in 0..REPEAT {
             let mut stream = tcp_connect(proxy.addr);
@@ -123,8 +89,13 @@ fn client_gone_while_connecting() {
     // proxy cannot tell a FIN here from "request + early data + half-close", so it may keep
     // the attempt until the connect timeout; everything must be released by then.
     let (_hole, _fillers, hole) = black_hole();
-    let (mut proxy, echo, baseline) = setup(&["--connect-timeout", "1.5"]);
+    let (mut proxy, echo, baseline) = spawn_warm(&["--connect-timeout", "1.5"]);
+    // The proxy's own sockets connecting to the hole, by local address.
+    let attempts = |pid: i32| -> Vec<SocketAddr> {
+        open_connections(pid).iter().filter(|e| e.remote == hole).map(|e| e.local).collect()
+    };
     for how in LEAVES {
+        let earlier = attempts(proxy.pid());
         let clients: Vec<TcpStream> = (0..REPEAT)
             .map(|_| {
                 let mut stream = tcp_connect(proxy.addr);
@@ -133,8 +104,13 @@ fn client_gone_while_connecting() {
                 stream
             })
             .collect();
-        // Let the connects start (the proxy answers nothing while SYNs go unanswered).
-        thread::sleep(Duration::from_millis(200));
+        // Wait until the proxy is connecting for all of them (it answers nothing while SYNs go
+        // unanswered): its new sockets to the hole show in /proc.
+        let started = poll_until(TIMEOUT, || {
+            let new = attempts(proxy.pid()).iter().filter(|a| !earlier.contains(a)).count();
+            (new >= REPEAT).then_some(())
+        });
+        assert!(started.is_some(), "the proxy never started connecting to the black hole");
         for stream in clients {
             leave(stream, how);
         }
@@ -146,7 +122,7 @@ fn client_gone_while_connecting() {
 
 #[test]
 fn client_gone_mid_relay() {
-    let (mut proxy, echo, baseline) = setup(&[]);
+    let (mut proxy, echo, baseline) = spawn_warm(&[]);
     for how in LEAVES {
         for i in 0..REPEAT {
             let (mut stream, _) = socks_connect(proxy.addr, echo.addr);
@@ -186,7 +162,7 @@ fn upstream_reset_mid_transfer_ends_the_client() {
         }
         leave(stream, Leave::Reset);
     });
-    let (mut proxy, echo, baseline) = setup(&[]);
+    let (mut proxy, echo, baseline) = spawn_warm(&[]);
 
     for _ in 0..REPEAT {
         let (mut client, _) = socks_connect(proxy.addr, resetting.addr);
@@ -200,64 +176,71 @@ fn upstream_reset_mid_transfer_ends_the_client() {
     for _ in 0..REPEAT {
         let (mut client, _) = socks_connect(proxy.addr, reading_then_resetting.addr);
         // Push until the proxy gives up on us: a write error (EPIPE/ECONNRESET), never a
-        // write stuck for the whole timeout. Bounded: 64 MiB at most.
-        let chunk = DataGen::bytes(1, 64 * 1024);
-        let mut pushed = 0usize;
-        let ended = loop {
-            if pushed >= 64 * MIB {
-                break false;
-            }
-            match client.write(&chunk) {
-                Ok(n) => pushed += n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    panic!("write blocked for 10 s after the upstream reset ({pushed} bytes pushed)")
-                }
-                Err(_) => break true,
-            }
-        };
+        // write stuck for the whole timeout. Bounded: 64 MiB, or twice what the buffers on
+        // the way can hold if that is more.
+        let (pushed, end) =
+            push(&mut client, &DataGen::bytes(1, 64 * 1024), beyond_buffering(64 * MIB), || {});
+        if let Pushed::Blocked = end {
+            panic!("write blocked for 10 s after the upstream reset ({pushed} bytes pushed)")
+        }
+        let ended = matches!(end, Pushed::Failed(_));
         assert!(ended, "the proxy kept taking data after its upstream reset ({pushed} bytes)");
     }
     assert_recovered(&mut proxy, &echo, baseline, "upstream resets");
 }
 
+/// A target that accepts and holds the connection without reading until `release` is set
+/// (at most 30 s).
+fn held_target(release: &Arc<AtomicBool>) -> Target<()> {
+    let release = Arc::clone(release);
+    Target::start("127.0.0.1:0", move |stream, _| {
+        let start = Instant::now();
+        while !release.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        drop(stream);
+    })
+}
+
+/// A target that writes until its writes block (nothing taken for [`STALL`]), then resets.
+/// Result: how its pushing ended.
+fn pushing_then_resetting_target() -> Target<(usize, Pushed)> {
+    Target::start("127.0.0.1:0", move |mut stream, _| {
+        stream.set_write_timeout(Some(STALL)).unwrap();
+        let pushed = push(&mut stream, &DataGen::bytes(3, 64 * 1024), beyond_buffering(256 * MIB), || {});
+        leave(stream, Leave::Reset);
+        pushed
+    })
+}
+
+/// How long a write must take nothing to count as blocked by backpressure rather than slowed
+/// by a busy machine.
+const STALL: Duration = Duration::from_secs(2);
+
 #[test]
 fn upstream_that_never_reads_pushes_back_on_the_client() {
-    const WRITE_LIMIT: usize = 64 * MIB;
     const RSS_LIMIT: u64 = 40 * MIB as u64;
+    // More than every buffer on the way can hold (64 MiB, or twice what autotuning allows).
+    let write_limit = beyond_buffering(64 * MIB);
     // Accepts, never reads, holds the connection until released (at most 30 s).
     let release = Arc::new(AtomicBool::new(false));
-    let held = {
-        let release = Arc::clone(&release);
-        Target::start("127.0.0.1:0", move |stream, _| {
-            let start = Instant::now();
-            while !release.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
-                thread::sleep(Duration::from_millis(20));
-            }
-            drop(stream);
-        })
-    };
-    let (mut proxy, echo, baseline) = setup(&[]);
+    let held = held_target(&release);
+    let (mut proxy, echo, baseline) = spawn_warm(&[]);
     let rss_start = proxy.rss_bytes();
 
     let (mut client, _) = socks_connect(proxy.addr, held.addr);
-    // Once every buffer on the way is full, a write blocks: with a 500 ms write timeout that
-    // shows as WouldBlock/TimedOut, and the bytes accepted until then are what the path holds.
-    client.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    // Once every buffer on the way is full, a write blocks: with a write timeout that shows
+    // as WouldBlock/TimedOut, and the bytes accepted until then are what the path holds.
+    // A write that takes nothing for STALL is blocked, not just slow on a busy machine.
+    client.set_write_timeout(Some(STALL)).unwrap();
     let chunk = DataGen::bytes(2, 64 * 1024);
-    let mut written = 0usize;
     let mut rss_peak = rss_start;
-    let blocked = loop {
-        if written >= WRITE_LIMIT {
-            break false;
-        }
-        match client.write(&chunk) {
-            Ok(n) => written += n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break true,
-            Err(e) => panic!("write failed after {written} bytes: {e}"),
-        }
-        if (written / chunk.len()).is_multiple_of(16) {
-            rss_peak = rss_peak.max(proxy.rss_bytes());
-        }
+    let (written, end) =
+        push(&mut client, &chunk, write_limit, || rss_peak = rss_peak.max(proxy.rss_bytes()));
+    let blocked = match end {
+        Pushed::Blocked => true,
+        Pushed::Limit => false,
+        Pushed::Failed(e) => panic!("write failed after {written} bytes: {e}"),
     };
     // Still blocked a moment later: the proxy is not draining the client into memory.
     thread::sleep(Duration::from_millis(300));
@@ -269,7 +252,7 @@ fn upstream_that_never_reads_pushes_back_on_the_client() {
         rss_start / 1024,
         rss_peak / 1024
     );
-    assert!(blocked, "the client wrote {WRITE_LIMIT} bytes without ever blocking: no backpressure");
+    assert!(blocked, "the client wrote {write_limit} bytes without ever blocking: no backpressure");
     assert!(
         matches!(&again, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
         "a write after the stall should still block: {again:?}"
@@ -285,51 +268,17 @@ fn upstream_that_never_reads_pushes_back_on_the_client() {
     assert_recovered(&mut proxy, &echo, baseline, "a never-reading upstream");
 }
 
-/// A target that accepts and holds the connection without reading until `release` is set
-/// (at most 30 s). If `push` is set it first writes until its writes block (2 s timeout)
-/// and then resets instead of closing.
-fn stalling_target(release: &Arc<AtomicBool>, push: bool) -> Target<()> {
-    let release = Arc::clone(release);
-    Target::start("127.0.0.1:0", move |mut stream, _| {
-        if push {
-            stream.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-            let chunk = DataGen::bytes(3, 64 * 1024);
-            let mut pushed = 0;
-            while pushed < 256 * MIB {
-                match stream.write(&chunk) {
-                    Ok(n) => pushed += n,
-                    Err(_) => break,
-                }
-            }
-            leave(stream, Leave::Reset);
-            return;
-        }
-        let start = Instant::now();
-        while !release.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
-            thread::sleep(Duration::from_millis(20));
-        }
-        drop(stream);
-    })
-}
-
 #[test]
 fn client_reset_while_upstream_stalls_frees_the_relay() {
     // The client pushes until the never-reading upstream stops it, then resets. Its bytes
     // can never be delivered now; the relay must be torn down at once, not held until the
     // idle timeout (60 s here, 300 s by default) or until the upstream reads.
     let release = Arc::new(AtomicBool::new(false));
-    let held = stalling_target(&release, false);
-    let (mut proxy, echo, baseline) = setup(&["--idle-timeout", "60"]);
+    let held = held_target(&release);
+    let (mut proxy, echo, baseline) = spawn_warm(&["--idle-timeout", "60"]);
     let (mut client, _) = socks_connect(proxy.addr, held.addr);
-    client.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
-    let chunk = DataGen::bytes(2, 64 * 1024);
-    let mut written = 0usize;
-    while written < 64 * MIB {
-        match client.write(&chunk) {
-            Ok(n) => written += n,
-            Err(_) => break,
-        }
-    }
+    client.set_write_timeout(Some(STALL)).unwrap();
+    push(&mut client, &DataGen::bytes(2, 64 * 1024), beyond_buffering(64 * MIB), || {});
     leave(client, Leave::Reset);
     let result = wait_for_fds(proxy.pid(), baseline, SETTLE);
     release.store(true, Ordering::SeqCst);
@@ -341,32 +290,18 @@ fn client_reset_while_upstream_stalls_frees_the_relay() {
 fn upstream_reset_while_client_stalls_frees_the_relay() {
     // The mirror image: the client never reads, the target pushes until it blocks, then
     // resets. The proxy must drop the relay (and the client) instead of holding both.
-    let release = Arc::new(AtomicBool::new(false));
-    let pushing = stalling_target(&release, true);
-    let (mut proxy, echo, baseline) = setup(&["--idle-timeout", "60"]);
+    let pushing = pushing_then_resetting_target();
+    let (mut proxy, echo, baseline) = spawn_warm(&["--idle-timeout", "60"]);
     let (client, _) = socks_connect(proxy.addr, pushing.addr);
-    // The target resets once its writes have blocked for 2 s; give it that, then the settle time.
-    thread::sleep(Duration::from_secs(2));
-    let result = wait_for_fds(proxy.pid(), baseline, SETTLE + Duration::from_secs(2));
+    // The target resets once its writes have blocked for STALL; wait for that, then the
+    // settle time.
+    let (pushed, end) = pushing.next_result();
+    eprintln!("the target pushed {} KiB, then reset ({end:?})", pushed / 1024);
+    assert!(matches!(end, Pushed::Blocked), "the target was never held back: {end:?} after {pushed} bytes");
+    let result = wait_for_fds(proxy.pid(), baseline, SETTLE);
     drop(client);
     assert!(result.is_ok(), "upstream reset while the client stalls: relay still held ({result:?})");
     assert_recovered(&mut proxy, &echo, baseline, "upstream reset while the client stalls");
-}
-
-#[test]
-fn black_holed_connect_gets_06_at_the_connect_timeout() {
-    let (_hole, _fillers, hole) = black_hole();
-    let (mut proxy, echo, baseline) = setup(&["--connect-timeout", "1"]);
-    for _ in 0..2 {
-        let start = Instant::now();
-        let (mut stream, reply) = socks_request(proxy.addr, CMD_CONNECT, &Dest::Ip(hole));
-        let waited = start.elapsed();
-        assert_eq!(reply.code, REP_TTL_EXPIRED, "{reply:?}");
-        // Not a speed check: an answer long before the timeout would be a different bug.
-        assert!(waited >= Duration::from_millis(800), "06 after only {waited:?}");
-        expect_closed(&mut stream, "after connect timeout");
-    }
-    assert_recovered(&mut proxy, &echo, baseline, "black-holed connects");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,29 +331,72 @@ impl Rng {
 
 /// Whether the proxy would send `payload`'s host name to the resolver (a DNS query that
 /// could leave the machine). Such payloads are regenerated: the tests resolve only
-/// `localhost`. The check uses the proxy's own pure codec, as the proxy does.
+/// `localhost`. The rules are the proxy's (its codec and name check), restated here so the
+/// test needs nothing beyond the library's public API: a SOCKS5 greeting offering no-auth
+/// followed by a complete request for a domain, or a complete SOCKS4a request, naming a host
+/// that is neither an IP literal nor impossible.
 fn would_look_up(payload: &[u8]) -> bool {
-    let needs_lookup = |host: &str| check_name(host) == NameCheck::Lookup;
-    match payload.first() {
-        Some(5) => match parse_greeting(payload) {
-            Parse::Complete(greeting, used) if greeting.offers(Method::NO_AUTH) => {
-                match parse_request(&payload[used..]) {
-                    Parse::Complete(request, _) => {
-                        matches!(&request.target, TargetAddr::Domain(host, _) if needs_lookup(host))
-                    }
-                    _ => false,
-                }
-            }
-            _ => false,
-        },
-        Some(4) => match parse_socks4_request(payload) {
-            Parse::Complete(request, _) => {
-                matches!(&request.target, Socks4Target::Domain(host) if needs_lookup(host))
-            }
-            _ => false,
-        },
-        _ => false,
+    let host = match payload.first() {
+        Some(5) => socks5_host(payload),
+        Some(4) => socks4a_host(payload),
+        _ => None,
+    };
+    host.is_some_and(needs_lookup)
+}
+
+/// The host of `05 N METHODS.. | 05 CMD RSV 03 LEN HOST PORT` when the greeting offers
+/// no-auth and the request is complete, with a known command and a UTF-8 name.
+fn socks5_host(payload: &[u8]) -> Option<&str> {
+    let methods = usize::from(*payload.get(1)?);
+    if !payload.get(2..2 + methods)?.contains(&NO_AUTH) {
+        return None;
     }
+    let request = &payload[2 + methods..];
+    if *request.first()? != 5 || !(1..=3).contains(request.get(1)?) || *request.get(3)? != 3 {
+        return None;
+    }
+    let len = usize::from(*request.get(4)?);
+    request.get(5 + len..7 + len)?; // the port: the request is complete
+    std::str::from_utf8(request.get(5..5 + len)?).ok()
+}
+
+/// The host of a complete SOCKS4a request `04 CD PORT 0.0.0.x USERID 00 HOST 00` (x ≠ 0), with
+/// a known command; fields longer than 255 bytes are refused by the proxy.
+fn socks4a_host(payload: &[u8]) -> Option<&str> {
+    const MAX_FIELD_LEN: usize = 255;
+    let nul_terminated = |start: usize| -> Option<(&[u8], usize)> {
+        let window = payload.get(start..).unwrap_or_default();
+        let window = &window[..window.len().min(MAX_FIELD_LEN + 1)];
+        let len = window.iter().position(|&b| b == 0)?;
+        Some((&window[..len], start + len + 1))
+    };
+    if !(1..=2).contains(payload.get(1)?) {
+        return None;
+    }
+    let ip = payload.get(4..8)?;
+    let (_user, user_end) = nul_terminated(8)?;
+    if ip[..3] != [0, 0, 0] || ip[3] == 0 {
+        return None;
+    }
+    let (host, _) = nul_terminated(user_end)?;
+    std::str::from_utf8(host).ok()
+}
+
+/// The proxy looks up a name that is not an IP literal (bare or in brackets) and is valid:
+/// at most 253 bytes (less a final dot), labels of 1 to 63 letters, digits, `-` or `_`.
+fn needs_lookup(host: &str) -> bool {
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    if host.parse::<IpAddr>().is_ok() || bracketed.is_some_and(|h| h.parse::<IpAddr>().is_ok()) {
+        return false;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Payload `i` of the fixed-seed set: random bytes, random length 0..600; a quarter start
@@ -461,7 +439,7 @@ fn garbage_never_crashes_and_every_connection_ends() {
     // handshake 1 s; a parseable request also gets connect 1 s, and if it happens to name a
     // live loopback port, idle 1 s. Only loopback destinations are allowed, so no payload
     // can make the proxy reach another machine.
-    let (mut proxy, echo, baseline) = setup(&[
+    let (mut proxy, echo, baseline) = spawn_warm(&[
         "--handshake-timeout",
         "1",
         "--connect-timeout",
@@ -494,7 +472,7 @@ fn garbage_never_crashes_and_every_connection_ends() {
             .collect();
         // handshake + connect + idle (3 s) is the longest a payload can keep a connection;
         // the rest is slack for a loaded machine.
-        let limit = opened + Duration::from_secs(8);
+        let limit = opened + Duration::from_secs(3) + TIMEOUT;
         for (j, stream) in streams.iter_mut().enumerate() {
             let index = batch_no * BATCH + j;
             let mut got = 0usize;

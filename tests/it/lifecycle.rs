@@ -9,11 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn signal(proxy: &ProxyProcess, sig: i32) {
-    // SAFETY: kill(2) on our own child's PID.
-    assert_eq!(unsafe { libc::kill(proxy.pid(), sig) }, 0);
-}
-
 /// Connecting to the proxy fails (its listener is closed) within `limit`.
 fn wait_until_refusing(proxy: &ProxyProcess, limit: Duration) -> bool {
     let start = Instant::now();
@@ -47,8 +42,8 @@ fn sigterm_drains_a_transfer_in_flight_then_exits_0() {
     let mut first = vec![0u8; MIB];
     client.read_exact(&mut first).unwrap();
 
-    signal(&proxy, libc::SIGTERM);
-    assert!(wait_until_refusing(&proxy, Duration::from_secs(5)), "listener still open while draining");
+    proxy.signal(libc::SIGTERM);
+    assert!(wait_until_refusing(&proxy, TIMEOUT), "listener still open while draining");
     assert!(proxy.wait_exit(Duration::from_millis(100)).is_none(), "must wait for the transfer");
 
     let mut verifier = Verifier::new(SEED);
@@ -64,7 +59,7 @@ fn sigterm_drains_a_transfer_in_flight_then_exits_0() {
     assert_eq!(verifier.offset, LEN as u64, "the whole transfer arrives during the drain");
     assert!(target.next_result(), "target wrote everything");
     drop(client);
-    let status = proxy.wait_exit(Duration::from_secs(10)).expect("exits once the relay is done");
+    let status = proxy.wait_exit(TIMEOUT).expect("exits once the relay is done");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -74,11 +69,11 @@ fn second_sigterm_stops_at_once() {
     let mut proxy = ProxyProcess::spawn(&["--shutdown-grace", "60"]);
     let (mut client, _) = socks_connect(proxy.addr, echo.addr);
     assert_echo(&mut client, b"held open");
-    signal(&proxy, libc::SIGTERM);
-    assert!(wait_until_refusing(&proxy, Duration::from_secs(5)));
+    proxy.signal(libc::SIGTERM);
+    assert!(wait_until_refusing(&proxy, TIMEOUT));
     assert!(proxy.wait_exit(Duration::from_millis(300)).is_none(), "the open relay keeps it draining");
-    signal(&proxy, libc::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("second SIGTERM exits at once");
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(TIMEOUT).expect("second SIGTERM exits at once");
     assert_eq!(status.code(), Some(0));
     expect_closed(&mut client, "relay after the forced stop");
 }
@@ -89,8 +84,8 @@ fn grace_period_ends_the_drain() {
     let mut proxy = ProxyProcess::spawn(&["--shutdown-grace", "0.5"]);
     let (mut client, _) = socks_connect(proxy.addr, echo.addr);
     assert_echo(&mut client, b"idle after this");
-    signal(&proxy, libc::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exits when the grace period ends");
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(TIMEOUT).expect("exits when the grace period ends");
     assert_eq!(status.code(), Some(0));
     expect_closed(&mut client, "relay closed at the end of the grace period");
 }
@@ -107,7 +102,7 @@ fn two_workers_share_the_load() {
     // spreading 24 connections by their addresses, both loops must have served some.
     let start = Instant::now();
     let (mut odd, mut even) = (false, false);
-    while start.elapsed() < Duration::from_secs(5) && !(odd && even) {
+    while start.elapsed() < TIMEOUT && !(odd && even) {
         for line in proxy.stderr.lock().unwrap().iter() {
             if let Some(id) =
                 line.split("conn ").nth(1).and_then(|r| r.split(':').next()?.parse::<u64>().ok())

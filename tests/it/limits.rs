@@ -20,8 +20,9 @@ fn silent_clients_do_not_block_others_and_are_reaped() {
     assert_echo(&mut stream, b"still served");
     drop(stream);
 
-    // Each silent one is closed once its 1 s handshake time runs out; allow 5 s more.
-    let limit = opened + Duration::from_secs(6);
+    // Each silent one is closed once its 1 s handshake time runs out; allow TIMEOUT more for
+    // a busy machine (a deadline: the closes come at about 1 s).
+    let limit = opened + Duration::from_secs(1) + TIMEOUT;
     for (i, sock) in silent.iter_mut().enumerate() {
         let left = limit.saturating_duration_since(Instant::now()).max(Duration::from_millis(50));
         sock.set_read_timeout(Some(left)).unwrap();
@@ -58,7 +59,7 @@ fn max_connections_pauses_accepting_until_a_slot_frees() {
 
     // Free a slot: the waiting client is accepted and answered.
     drop(holders.remove(0));
-    fourth.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    fourth.set_read_timeout(Some(TIMEOUT)).unwrap();
     fourth.read_exact(&mut selection).expect("4th client answered after a slot freed");
     assert_eq!(selection, [5, NO_AUTH]);
     // The held ones are still being served.
@@ -74,7 +75,9 @@ fn max_connections_pauses_accepting_until_a_slot_frees() {
 /// is full, but not once per connection: one warning per 10 s, however many pauses.
 #[test]
 fn a_full_table_warns_once_not_on_every_pause() {
+    const WARNING_EVERY: Duration = Duration::from_secs(10);
     let proxy = ProxyProcess::spawn(&["--max-connections", "1"]);
+    let started = Instant::now();
     let mut holder = tcp_connect(proxy.addr);
     greet(&mut holder);
     for _ in 0..10 {
@@ -83,10 +86,20 @@ fn a_full_table_warns_once_not_on_every_pause() {
         next.write_all(&greeting_bytes()).unwrap();
         drop(std::mem::replace(&mut holder, next));
         let mut selection = [0u8; 2];
-        holder.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         holder.read_exact(&mut selection).expect("accepted once the previous client left");
         assert_eq!(selection, [5, NO_AUTH]);
     }
+    // The ten pauses take milliseconds: one warning. Only a machine so busy that they took
+    // longer than 10 s may rightly have warned again, once per 10 s begun.
+    let allowed = 1 + (started.elapsed().as_secs() / WARNING_EVERY.as_secs()) as usize;
     let warnings = proxy.stderr.lock().unwrap().iter().filter(|l| l.contains("accepting paused")).count();
-    assert_eq!(warnings, 1, "stderr: {:?}", proxy.stderr.lock().unwrap());
+    if allowed == 1 {
+        assert_eq!(warnings, 1, "stderr: {:?}", proxy.stderr.lock().unwrap());
+    } else {
+        assert!(
+            (1..=allowed).contains(&warnings),
+            "{allowed} allowed; stderr: {:?}",
+            proxy.stderr.lock().unwrap()
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Integration tests for socksloop: real sockets on loopback against the in-process server
-//! and the binary. Helpers live in `support`; each other module covers one topic.
+//! and the binary. One module per feature; helpers live in `support/`.
 
-mod access;
+mod auth;
+mod bind;
 mod cli;
 mod connect;
 mod curl;
@@ -10,12 +11,11 @@ mod faults;
 mod handshake;
 mod lifecycle;
 mod limits;
-mod memory;
-mod protocol_ext;
-mod reliability;
+mod relay;
+mod rules;
 mod scale;
 mod soak;
-mod splice;
+mod socks4;
 mod support;
 mod timeouts;
-mod transfer;
+mod udp;

@@ -7,7 +7,7 @@
 //!
 //! * default suite: N = `SOCKSLOOP_SCALE_RELAYS` or 1000 (a few seconds);
 //! * 9,000 relays (ignored by default):
-//!   `CARGO_TARGET_DIR=/work/target-rel cargo test --test it scale_9000 -- --ignored --nocapture`
+//!   `cargo test --release --test it scale_9000 -- --ignored --nocapture`
 //!   (set `SOCKSLOOP_SCALE_RELAYS` to try another N with the same test).
 
 use std::io::{Read, Write};
@@ -15,7 +15,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::reliability::*;
 use crate::support::*;
 
 /// Bytes each relay echoes in the verified pass.
@@ -38,7 +37,7 @@ fn scale(n: usize) {
         let (mut stream, _) = socks_connect(proxy.addr, target.addr);
         assert_echo(&mut stream, b"warm-up");
     }
-    let baseline_fds = stable_fd_count(proxy.pid());
+    let baseline_fds = settled_fd_count(proxy.pid());
     let rss_before = proxy.rss_bytes();
 
     // Establish: each thread opens its share, each relay proven by one small echo.

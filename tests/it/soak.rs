@@ -5,7 +5,7 @@
 //! and its RSS within 8 MiB of it.
 //!
 //! Long run (60 s or more):
-//! `SOCKSLOOP_SOAK_SECS=60 CARGO_TARGET_DIR=/work/target-rel cargo test --test it soak -- --nocapture`
+//! `SOCKSLOOP_SOAK_SECS=60 cargo test --release --test it soak:: -- --nocapture`
 
 use std::net::{Shutdown, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::reliability::*;
 use crate::support::*;
 
 const RSS_SLACK: u64 = 8 * MIB as u64;
@@ -86,12 +85,16 @@ fn udp_worker(proxy: SocketAddr, echo_port: u16, until: Instant, counts: &Counts
     let mut n = 0u64;
     // At least one round, then until the deadline (the warm-up passes a deadline already due).
     loop {
-        let (control, reply) = udp_associate(proxy);
+        let (control, reply) = udp_associate(proxy, 0);
         assert_eq!(reply.code, REP_OK, "{reply:?}");
         let Bound::Ip(relay) = reply.bound else { panic!("{reply:?}") };
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         let mut buf = vec![0u8; 65536];
+        // Checksums of this association's earlier payloads: a retry's late first answer (on a
+        // busy machine an echo can take longer than the wait) arrives after the one awaited
+        // and is recognised as stale, not taken for a corrupted answer to the next datagram.
+        let mut earlier: Vec<u64> = Vec::new();
         for _ in 0..DATAGRAMS_PER_ASSOCIATION {
             let payload = DataGen::bytes(n, 1 + (n % 1400) as usize);
             // UDP may drop; loopback practically never does. Retry a few times and count it.
@@ -100,16 +103,22 @@ fn udp_worker(proxy: SocketAddr, echo_port: u16, until: Instant, counts: &Counts
                 if attempt > 0 {
                     counts.datagram_retries.fetch_add(1, Ordering::Relaxed);
                 }
-                udp.send_to(&udp_datagram(&dest, &payload), relay).unwrap();
-                if let Ok((len, _)) = udp.recv_from(&mut buf)
-                    && let Some(back) = udp_reply_payload(&buf[..len])
-                {
+                udp.send_to(&udp_datagram(0, &dest, &payload), relay).unwrap();
+                while let Ok((len, _)) = udp.recv_from(&mut buf) {
+                    let Some(back) = udp_reply_payload(&buf[..len]) else { break };
+                    if back != payload && earlier.contains(&checksum(back)) {
+                        continue; // a duplicate answer to an earlier datagram
+                    }
                     assert_eq!(checksum(back), checksum(&payload), "datagram {n} corrupted");
                     answered = true;
                     break;
                 }
+                if answered {
+                    break;
+                }
             }
             assert!(answered, "datagram {n}: no echo after 3 tries");
+            earlier.push(checksum(&payload));
             counts.datagrams.fetch_add(1, Ordering::Relaxed);
             n += 1;
         }
@@ -148,7 +157,7 @@ fn failure_worker(proxy: SocketAddr, until: Instant, counts: &Counts) {
 fn soak_mixed_workload() {
     let duration = soak_duration();
     let echo = echo_server("127.0.0.1:0");
-    let udp_echo_port = udp_echo();
+    let udp_echo_port = udp_echo(b"");
     let mut proxy = ProxyProcess::spawn(&[]);
     // Warm up every path once so the baseline includes what is allocated once.
     let baseline_fds = {
@@ -157,9 +166,9 @@ fn soak_mixed_workload() {
         let soon = Instant::now();
         udp_worker(proxy.addr, udp_echo_port, soon, &warm_counts);
         failure_worker(proxy.addr, soon, &warm_counts);
-        let settled = stable_fd_count(proxy.pid());
-        assert_eq!(settled, warm, "warm-up left descriptors behind");
-        settled
+        let settled = wait_for_fds(proxy.pid(), warm, SETTLE);
+        assert!(settled.is_ok(), "warm-up left descriptors behind: {settled:?}, baseline {warm}");
+        warm
     };
     let rss_before = proxy.rss_bytes();
     let cpu_before = cpu_time(proxy.pid());
