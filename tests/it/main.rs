@@ -9,6 +9,8 @@ mod curl;
 mod exhaustion;
 mod faults;
 mod handshake;
+mod happy_eyeballs;
+mod keepalive;
 mod lifecycle;
 mod limits;
 mod relay;
