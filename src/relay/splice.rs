@@ -281,29 +281,10 @@ fn pipe2() -> io::Result<(OwnedFd, OwnedFd)> {
 mod tests {
     use super::super::{Direction, Movers, Outbox, pump};
     use super::*;
-    use crate::connect::Progress;
     use crate::net::Readiness;
     use std::io::{Read, Write};
     use std::net::{Shutdown, SocketAddr, TcpStream};
     use std::time::Duration;
-
-    impl Stream for TcpStream {
-        fn shutdown_write(&self) -> io::Result<()> {
-            self.shutdown(Shutdown::Write)
-        }
-        fn local_addr(&self) -> io::Result<SocketAddr> {
-            TcpStream::local_addr(self)
-        }
-        fn take_error(&self) -> io::Result<Option<io::Error>> {
-            TcpStream::take_error(self)
-        }
-        fn connect_progress(&self) -> Progress {
-            Progress::Connected
-        }
-        fn set_keepalive(&self, _: Option<std::time::Duration>) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// Socket buffers of the rig, pinned: with autotuning a loopback receive buffer can grow
     /// to `tcp_rmem`'s maximum (32 MiB on some kernels), and a test that must see the
@@ -317,9 +298,9 @@ mod tests {
         socket
     }
 
-    /// A connected loopback TCP pair with pinned buffers: (the end the proxy uses,
-    /// nonblocking; the peer, blocking with a timeout).
-    fn tcp_pair() -> (TcpStream, TcpStream) {
+    /// A connected loopback TCP pair with pinned buffers: (the end the proxy uses, a
+    /// nonblocking mio stream as in the server; the peer, blocking with a timeout).
+    fn tcp_pair() -> (mio::net::TcpStream, TcpStream) {
         let listener = pinned(socket2::Domain::IPV4);
         listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
         listener.listen(1).unwrap();
@@ -330,24 +311,23 @@ mod tests {
         let (ours, peer): (TcpStream, TcpStream) = (ours.into(), peer.into());
         ours.set_nonblocking(true).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        (ours, peer)
+        (mio::net::TcpStream::from_std(ours), peer)
     }
 
     /// Most bytes the rig's path can hold while nobody reads the destination: each socket
     /// buffer (the kernel doubles the asked size for bookkeeping) and one pipe.
     fn path_capacity(rig: &Rig) -> usize {
-        let sizes = [&rig.src_peer, &rig.src.socket, &rig.dst.socket, &rig.dst_peer].map(|s| {
-            let s = socket2::SockRef::from(s);
-            s.recv_buffer_size().unwrap() + s.send_buffer_size().unwrap()
-        });
-        sizes.iter().sum::<usize>() + PIPE_CAPACITY
+        let buffers = |s: socket2::SockRef<'_>| s.recv_buffer_size().unwrap() + s.send_buffer_size().unwrap();
+        let peers = buffers((&rig.src_peer).into()) + buffers((&rig.dst_peer).into());
+        let ours = buffers((&rig.src.socket).into()) + buffers((&rig.dst.socket).into());
+        peers + ours + PIPE_CAPACITY
     }
 
     /// A relay direction under test: src (fed by src_peer) → dst (read by dst_peer).
     struct Rig {
-        src: End<TcpStream>,
+        src: End<mio::net::TcpStream>,
         src_peer: TcpStream,
-        dst: End<TcpStream>,
+        dst: End<mio::net::TcpStream>,
         dst_peer: TcpStream,
         dir: Direction,
         pool: PipePool,

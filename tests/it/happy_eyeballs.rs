@@ -56,22 +56,12 @@ fn build_namespace() {
     sh(&["ip", "link", "set", "he1", "up"]);
     sh(&["ip", "addr", "add", "198.18.0.1/24", "dev", "he0"]);
     sh(&["ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "he0", "nodad"]);
-    sh(&[
-        "ip",
-        "neigh",
-        "add",
-        "198.18.0.99",
-        "lladdr",
-        "02:00:00:00:00:99",
-        "dev",
-        "he0",
-        "nud",
-        "permanent",
-    ]);
-    for host in ["2001:db8::99", "2001:db8::98", "2001:db8::97"] {
+    // Permanent neighbour entries to a MAC nobody has: SYNs to these leave and vanish.
+    for host in ["198.18.0.99", "2001:db8::99", "2001:db8::98", "2001:db8::97"] {
+        let family = if host.contains(':') { "-6" } else { "-4" };
         sh(&[
             "ip",
-            "-6",
+            family,
             "neigh",
             "add",
             host,
