@@ -88,9 +88,14 @@ def wait_listening(port, limit=5.0):
 
 
 def black_hole_packets():
-    """Packets sent into the black hole so far (every packet out of he0 goes there)."""
-    with open("/sys/class/net/he0/statistics/tx_packets") as f:
-        return int(f.read())
+    """Packets sent into the black hole so far (every packet out of he0 goes there). Read from
+    /proc/net/dev, which is per network namespace (this namespace's /sys is the host's)."""
+    with open("/proc/net/dev") as f:
+        for line in f:
+            name, _, counters = line.partition(":")
+            if name.strip() == "he0":
+                return int(counters.split()[9])  # transmit packets
+    raise RuntimeError("he0 not in /proc/net/dev")
 
 
 def time_to_reply(proxy_port, name, port):

@@ -92,6 +92,8 @@ fn a_full_table_warns_once_not_on_every_pause() {
     // The ten pauses take milliseconds: one warning. Only a machine so busy that they took
     // longer than 10 s may rightly have warned again, once per 10 s begun.
     let allowed = 1 + (started.elapsed().as_secs() / WARNING_EVERY.as_secs()) as usize;
+    // The proxy's stderr is read by another thread: let it catch up before counting.
+    assert!(proxy.wait_for_log("accepting paused", TIMEOUT), "no warning at all");
     let warnings = proxy.stderr.lock().unwrap().iter().filter(|l| l.contains("accepting paused")).count();
     if allowed == 1 {
         assert_eq!(warnings, 1, "stderr: {:?}", proxy.stderr.lock().unwrap());
