@@ -9,7 +9,10 @@ use socksloop::protocol::Parse;
 ///   same Complete (the message never depends on bytes after it);
 /// * Partial: `&input[..len - 1]` is Partial too (a parser never decides on fewer bytes than
 ///   it was once undecided on).
-pub fn check_parse<'a, T: PartialEq + Debug>(input: &'a [u8], parse: impl Fn(&'a [u8]) -> Parse<T>) {
+pub fn check_parse<'a, T: PartialEq + Debug, E: PartialEq + Debug>(
+    input: &'a [u8],
+    parse: impl Fn(&'a [u8]) -> Parse<T, E>,
+) {
     match parse(input) {
         Parse::Complete(msg, used) => {
             assert!(used <= input.len(), "consumed {used} of {} bytes", input.len());

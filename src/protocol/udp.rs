@@ -210,13 +210,16 @@ mod tests {
 }
 
 /// Bounded random inputs through every parser of the codec (greeting, auth, request, SOCKS4,
-/// UDP header): no panic, `consumed <= len`, and the same contract the fuzz targets check, on
+/// UDP header, PROXY header): no panic, `consumed <= len`, and the same contract the fuzz targets check, on
 /// a fixed seed so a failure reproduces. The fuzz targets in `fuzz/` explore far more; this
 /// keeps the guarantee in the ordinary `cargo test`.
 #[cfg(test)]
 mod random_inputs {
     use super::*;
-    use crate::protocol::{parse_auth_request, parse_greeting, parse_request, socks4::parse_socks4_request};
+    use crate::protocol::proxy::V2_SIGNATURE;
+    use crate::protocol::{
+        parse_auth_request, parse_greeting, parse_proxy_header, parse_request, socks4::parse_socks4_request,
+    };
 
     /// xorshift64* (Vigna): tiny, fast and deterministic; quality is plenty for this.
     struct XorShift(u64);
@@ -233,9 +236,9 @@ mod random_inputs {
     /// Complete: consumed within the input, and re-parsing exactly the consumed bytes gives
     /// the same message. Partial: dropping the last byte stays Partial. Returns which outcome
     /// it was (0 Partial, 1 Complete, 2 Invalid) so the test can show it reached all three.
-    fn check<'a, T: PartialEq + std::fmt::Debug>(
+    fn check<'a, T: PartialEq + std::fmt::Debug, E: PartialEq + std::fmt::Debug>(
         input: &'a [u8],
-        parse: impl Fn(&'a [u8]) -> Parse<T>,
+        parse: impl Fn(&'a [u8]) -> Parse<T, E>,
     ) -> usize {
         match parse(input) {
             Parse::Partial => {
@@ -271,13 +274,48 @@ mod random_inputs {
         }
     }
 
+    /// A PROXY header candidate from random bytes: noise alone stops at the first byte, so
+    /// most get the start of a v1 line or of a v2 header, a small v2 length, a CRLF.
+    fn proxy_input(input: &[u8], steer: u64, out: &mut Vec<u8>) {
+        out.clear();
+        let prefix: &[u8] = match (steer >> 20) % 6 {
+            0 => b"",
+            1 => b"PROXY ",
+            2 => b"PROXY UNKNOWN ",
+            3 => b"PROXY TCP4 ",
+            4 => &[0x20, 0x00], // LOCAL
+            _ => &[0x21, 0x11], // PROXY, TCP over IPv4
+        };
+        if prefix.first().is_some_and(|&b| b & 0xF0 == 0x20) {
+            out.extend_from_slice(V2_SIGNATURE);
+            out.extend_from_slice(prefix);
+            // 0..=47 bytes of block: 12 of them the addresses when PROXY.
+            let len = if prefix[1] == 0 { (steer >> 24) % 48 } else { 12 + (steer >> 24) % 36 };
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.extend_from_slice(prefix);
+        }
+        out.extend_from_slice(input);
+        if prefix.starts_with(b"PROXY TCP4") {
+            // Mostly the characters of a TCP4 line, so its fields are reached.
+            for byte in out.iter_mut().skip(prefix.len()) {
+                *byte = b"0123456789.  1"[usize::from(*byte) % 14];
+            }
+        }
+        if steer & 0x1000 != 0 && out.len() > 1 {
+            let at = (steer >> 32) as usize % (out.len() - 1);
+            out[at..at + 2].copy_from_slice(b"\r\n");
+        }
+    }
+
     #[test]
     fn random_inputs_never_break_the_contract() {
         let mut rng = XorShift(0x5EED_50C5_100F_0001);
         let mut input = Vec::with_capacity(600);
         let mut datagram = Vec::with_capacity(602);
-        // seen[parser][outcome]: greeting, auth, request, SOCKS4, UDP.
-        let mut seen = [[0u32; 3]; 5];
+        let mut proxy = Vec::with_capacity(600 + 16 + 14);
+        // seen[parser][outcome]: greeting, auth, request, SOCKS4, UDP, PROXY.
+        let mut seen = [[0u32; 3]; 6];
         for _ in 0..200_000u32 {
             input.clear();
             let len = (rng.next() % 600) as usize;
@@ -318,8 +356,10 @@ mod random_inputs {
             }
             datagram.extend_from_slice(&input);
             seen[4][check_udp(&datagram)] += 1;
+            proxy_input(&input, steer, &mut proxy);
+            seen[5][check(&proxy, parse_proxy_header)] += 1;
         }
-        for (parser, outcomes) in ["greeting", "auth", "request", "socks4", "udp"].iter().zip(seen) {
+        for (parser, outcomes) in ["greeting", "auth", "request", "socks4", "udp", "proxy"].iter().zip(seen) {
             assert!(
                 outcomes.iter().all(|&n| n >= 100),
                 "{parser}: {outcomes:?} (partial, complete, invalid)"
