@@ -56,6 +56,9 @@ pub struct Config {
     /// Idle time before the first TCP keepalive probe on client and upstream sockets;
     /// `None` turns keepalive off.
     pub tcp_keepalive: Option<Duration>,
+    /// Load balancers whose connections begin with a PROXY protocol header (v1 or v2) that
+    /// names the real client.
+    pub proxy_protocol: Vec<Cidr>,
 }
 
 /// Which address family a connect tries first (`--prefer-family`).
@@ -115,6 +118,7 @@ impl Default for Config {
             connect_attempt_delay: Duration::from_millis(250),
             prefer_family: PreferFamily::Auto,
             tcp_keepalive: Some(Duration::from_secs(60)),
+            proxy_protocol: Vec::new(),
         }
     }
 }
@@ -187,6 +191,9 @@ AUTHENTICATION AND ACCESS:
     --block-private             Deny loopback, private, link-local (cloud metadata) and other
                                 special ranges, after name resolution
     --bind-out ADDR             Make outbound connections from this local IP address
+    --proxy-protocol CIDR       Connections from these load balancers must begin with a
+                                PROXY protocol header (v1 or v2); the client it names is the
+                                client for --allow-client and logs (repeatable)
 
 PROTOCOL:
     --udp-advertise ADDR        IP address to announce in UDP ASSOCIATE replies (when the
@@ -254,6 +261,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
     config.rules.allow_dest = take_all(&mut args, "--allow-dest", |s| parse_cidr("--allow-dest", s))?;
     config.rules.deny_dest = take_all(&mut args, "--deny-dest", |s| parse_cidr("--deny-dest", s))?;
     config.rules.deny_ports = take_all(&mut args, "--deny-port", parse_port)?;
+    config.proxy_protocol = take_all(&mut args, "--proxy-protocol", |s| parse_cidr("--proxy-protocol", s))?;
     config.bind_out = take(&mut args, "--bind-out", |s| {
         s.parse::<IpAddr>().map_err(|_| format!("invalid value '{s}' for --bind-out: expected an IP address"))
     })?;

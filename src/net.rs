@@ -182,6 +182,8 @@ pub trait Stream: Read + Write + SpliceFd {
     fn connect_progress(&self) -> Progress;
     /// Turn TCP keepalive on (`Some(idle)`: probes after `idle` without traffic) or off.
     fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()>;
+    /// Copy received bytes into `buf` without consuming them (`MSG_PEEK`).
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize>;
 }
 
 /// A listening TCP socket (a BIND's).
@@ -258,6 +260,10 @@ impl Stream for TcpStream {
 
     fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
         set_keepalive(socket2::SockRef::from(self), idle)
+    }
+
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::peek(self, buf)
     }
 }
 

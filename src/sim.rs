@@ -225,6 +225,21 @@ impl Stream for SimStream {
         Ok(())
     }
 
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let s = self.0.0.borrow();
+        if s.reset {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
+        if s.incoming.is_empty() {
+            return if s.closed { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let n = buf.len().min(s.incoming.len());
+        for (slot, byte) in buf.iter_mut().zip(s.incoming.iter()) {
+            *slot = *byte;
+        }
+        Ok(n)
+    }
+
     fn connect_progress(&self) -> Progress {
         match self.0.0.borrow().connected {
             None => Progress::Pending,

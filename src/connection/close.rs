@@ -18,6 +18,10 @@ pub enum CloseReason {
     HandshakeTooLong,
     /// The first byte was neither SOCKS5's 5 nor SOCKS4's 4.
     NotSocks,
+    /// A listed load balancer's connection did not begin with a valid PROXY header.
+    BadProxyHeader,
+    /// The client (as a PROXY header names it) is outside `--allow-client`.
+    ClientNotAllowed,
     /// A SOCKS5 greeting that can never be valid (no methods).
     BadGreeting,
     /// An RFC 1929 sub-negotiation with the wrong version byte.
@@ -58,6 +62,8 @@ impl CloseReason {
             CloseReason::ClientWriteFailed => "client write failed",
             CloseReason::HandshakeTooLong => "handshake message too long",
             CloseReason::NotSocks => "not SOCKS",
+            CloseReason::BadProxyHeader => "bad PROXY header",
+            CloseReason::ClientNotAllowed => "client not allowed",
             CloseReason::BadGreeting => "bad greeting",
             CloseReason::BadAuthVersion => "bad auth version",
             CloseReason::BadRequestVersion => "bad request version",

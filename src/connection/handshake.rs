@@ -8,7 +8,11 @@
 //! several messages in one segment work too. Bytes after the request are early payload for
 //! the target and are kept.
 
+use std::io;
+
+use crate::acl;
 use crate::net::{End, Net, ReadOutcome, Stream};
+use crate::protocol::proxy::{self, ProxyCommand};
 use crate::protocol::socks4::{self, Socks4Command, Socks4Target};
 use crate::protocol::{
     self, AuthStatus, Command, Invalid, Method, Parse, Reply, TargetAddr, encode_auth_status,
@@ -27,6 +31,8 @@ const HANDSHAKE_BUF: usize = 1024;
 /// Which message the handshake waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// A PROXY protocol header (v1 or v2) from a listed load balancer, naming the client.
+    ProxyHeader,
     /// `05 NMETHODS METHODS` (RFC 1928 §3), or a SOCKS4 request.
     Greeting,
     /// `01 ULEN UNAME PLEN PASSWD` (RFC 1929), after username/password was selected.
@@ -67,6 +73,7 @@ impl Handshake {
     /// The stage as it appears in logs.
     pub fn stage_name(&self) -> &'static str {
         match self.stage {
+            Stage::ProxyHeader => "AwaitProxyHeader",
             Stage::Greeting => "AwaitGreeting",
             Stage::Auth => "AwaitAuth",
             Stage::Request => "AwaitRequest",
@@ -75,6 +82,13 @@ impl Handshake {
 
     pub fn buffered_bytes(&self) -> usize {
         self.out.capacity()
+    }
+
+    /// The connection comes from a listed load balancer: a PROXY header comes first.
+    pub fn expect_proxy_header(&mut self) {
+        if self.stage == Stage::Greeting && self.len == 0 {
+            self.stage = Stage::ProxyHeader;
+        }
     }
 
     fn filled(&self) -> &[u8] {
@@ -98,6 +112,7 @@ impl Handshake {
         // Each pass parses a message or reads at least one byte; the buffer bounds the reads.
         loop {
             let parsed = match self.stage {
+                Stage::ProxyHeader => self.on_proxy_header(client, ctx, summary),
                 Stage::Greeting if self.filled().first() == Some(&socks4::VERSION) => {
                     self.on_socks4_request(client, ctx, summary)
                 }
@@ -146,6 +161,84 @@ impl Handshake {
         let from = self.stage_name();
         self.stage = to;
         log::debug!("conn {conn}: {from} -> {}", self.stage_name());
+    }
+
+    /// The PROXY header is read with `MSG_PEEK` into the loop's scratch buffer (it can be
+    /// 4 KiB, four times the handshake buffer) and consumed only once complete, exactly: the
+    /// SOCKS bytes behind it, often in the same segment, stay in the socket for the greeting.
+    fn on_proxy_header<N: Net>(
+        &mut self,
+        client: &mut End<N::Stream>,
+        ctx: &mut Ctx<'_, N>,
+        summary: &mut Summary,
+    ) -> Parsed<N> {
+        if !client.ready.readable {
+            return Parsed::Finished(Outcome::Wait);
+        }
+        let buf = &mut ctx.scratch[..proxy::MAX_HEADER_LEN];
+        let peeked = loop {
+            match client.socket.peek(buf) {
+                Ok(0) => return Parsed::Finished(Outcome::Close(CloseReason::ClientClosedHandshake)),
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    client.ready.readable = false;
+                    return Parsed::Finished(Outcome::Wait);
+                }
+                Err(_) => return Parsed::Finished(Outcome::Close(CloseReason::ClientFailedHandshake)),
+            }
+        };
+        let (header, used) = match proxy::parse_proxy_header(&buf[..peeked]) {
+            Parse::Partial => {
+                // The rest arrives as a new edge; peeking again now would see the same bytes.
+                client.ready.readable = false;
+                return Parsed::Finished(Outcome::Wait);
+            }
+            Parse::Invalid(why) => {
+                log::info!(
+                    "conn {}: no valid PROXY header from balancer {}: {why}",
+                    ctx.conn,
+                    summary.client_addr
+                );
+                return Parsed::Finished(Outcome::Close(CloseReason::BadProxyHeader));
+            }
+            Parse::Complete(header, used) => (header, used),
+        };
+        // Consume exactly the header; it was peeked, so it is there to read.
+        let mut consumed = 0;
+        while consumed < used {
+            match client.read(&mut buf[..used - consumed]) {
+                ReadOutcome::Data(n) => consumed += n,
+                ReadOutcome::WouldBlock | ReadOutcome::Eof | ReadOutcome::Failed(_) => {
+                    return Parsed::Finished(Outcome::Close(CloseReason::ClientFailedHandshake));
+                }
+            }
+        }
+        let balancer = summary.client_addr;
+        match (header.command, header.source) {
+            (ProxyCommand::Proxy, Some(source)) => {
+                summary.client_addr = SocketAddr::new(acl::canonical(source.ip()), source.port());
+                log::debug!(
+                    "conn {}: PROXY {:?} header from {balancer}: client {source}",
+                    ctx.conn,
+                    header.version
+                );
+                if !ctx.config.rules.client_allowed(summary.client_addr.ip()) {
+                    log::debug!("conn {}: client {source} denied by --allow-client rules", ctx.conn);
+                    return Parsed::Finished(Outcome::Close(CloseReason::ClientNotAllowed));
+                }
+            }
+            // LOCAL (a health check) or an unspecified client: the connection is the
+            // balancer's own. The operator listed it as a balancer, so it is trusted as one
+            // even when --allow-client names only client ranges: its health checks pass.
+            _ => log::debug!(
+                "conn {}: PROXY {:?} header from {balancer}: no client named",
+                ctx.conn,
+                header.version
+            ),
+        }
+        self.advance(Stage::Greeting, ctx.conn);
+        Parsed::Advanced
     }
 
     fn on_greeting<N: Net>(&mut self, client: &mut End<N::Stream>, ctx: &Ctx<'_, N>) -> Parsed<N> {

@@ -245,6 +245,14 @@ impl<N: Net> Connection<N> {
         }
     }
 
+    /// The client is a listed load balancer (`--proxy-protocol`): its connection must begin
+    /// with a PROXY header, which names the real client.
+    pub fn expect_proxy_header(&mut self) {
+        if let Phase::Handshake(handshake) = &mut self.phase {
+            handshake.expect_proxy_header();
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }
@@ -256,6 +264,11 @@ impl<N: Net> Connection<N> {
             log::debug!("conn {}: {} -> Closed", self.id, self.phase.name());
             self.phase = Phase::Closed;
         }
+    }
+
+    /// The client's address: the peer's, or the one a load balancer's PROXY header named.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.summary.client_addr
     }
 
     /// The phase's name (logs, tests).

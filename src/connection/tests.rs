@@ -285,6 +285,69 @@ fn socks4_connect_and_refusal() {
     assert_eq!(rig.client_got(), [0, 0x5b, 0, 0, 0, 0, 0, 0]);
 }
 
+// ---- PROXY protocol ------------------------------------------------------------------
+
+/// A connection from a listed balancer (127.0.0.1 here) with `--allow-client 192.0.2.0/24`.
+fn behind_balancer() -> Rig {
+    let mut rig = Rig::with(|c| c.rules.allow_clients = vec!["192.0.2.0/24".parse().unwrap()]);
+    rig.conn.expect_proxy_header();
+    assert_eq!(rig.phase(), "AwaitProxyHeader");
+    rig
+}
+
+#[test]
+fn a_proxy_header_names_the_client_and_the_greeting_behind_it_is_kept() {
+    let mut rig = behind_balancer();
+    let mut bytes = b"PROXY TCP4 192.0.2.10 198.51.100.1 40000 1080\r\n".to_vec();
+    bytes.extend_from_slice(&[5, 1, 0]);
+    rig.client_sends(&bytes);
+    assert_eq!(rig.conn.client_addr(), "192.0.2.10:40000".parse().unwrap());
+    assert_eq!((rig.phase(), rig.client_got()), ("AwaitRequest", vec![5, 0]));
+}
+
+#[test]
+fn a_split_v2_header_waits_for_the_rest() {
+    let mut rig = behind_balancer();
+    let mut header = crate::protocol::proxy::V2_SIGNATURE.to_vec();
+    header.extend_from_slice(&[0x21, 0x11, 0, 12, 192, 0, 2, 20, 198, 51, 100, 1, 0x9c, 0x40, 0x04, 0x38]);
+    rig.client_sends(&header[..9]);
+    assert_eq!(rig.phase(), "AwaitProxyHeader");
+    rig.client_sends(&header[9..]);
+    assert_eq!(rig.conn.client_addr(), "192.0.2.20:40000".parse().unwrap());
+    rig.client_sends(&[5, 1, 0]);
+    assert_eq!(rig.client_got(), [5, 0]);
+}
+
+#[test]
+fn proxy_header_refusals() {
+    // A balancer's connection without a header is closed, not taken for SOCKS.
+    let mut rig = behind_balancer();
+    assert_eq!(rig.client_sends(&[5, 1, 0]), &Step::Close(CloseReason::BadProxyHeader));
+    // A header naming a client outside --allow-client.
+    let mut rig = behind_balancer();
+    let header = b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 1080\r\n";
+    assert_eq!(rig.client_sends(header), &Step::Close(CloseReason::ClientNotAllowed));
+    // Without --proxy-protocol, a header is just bytes that are not SOCKS.
+    let mut rig = Rig::new();
+    assert_eq!(
+        rig.client_sends(b"PROXY TCP4 192.0.2.10 198.51.100.1 40000 1080\r\n"),
+        &Step::Close(CloseReason::NotSocks)
+    );
+    assert_eq!(rig.conn.client_addr(), CLIENT, "never honoured");
+}
+
+#[test]
+fn a_local_header_proceeds_as_the_balancer_even_outside_allow_client() {
+    // A v2 LOCAL header (a health check): the balancer itself is the client; it is trusted
+    // as a balancer though --allow-client names only 192.0.2.0/24.
+    let mut rig = behind_balancer();
+    let mut local = crate::protocol::proxy::V2_SIGNATURE.to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    local.extend_from_slice(&[5, 1, 0]);
+    rig.client_sends(&local);
+    assert_eq!((rig.phase(), rig.conn.client_addr()), ("AwaitRequest", CLIENT));
+}
+
 // ---- Resolving -------------------------------------------------------------------------
 
 #[test]

@@ -287,7 +287,9 @@ impl EventLoop {
     }
 
     fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr) {
-        if !self.config.rules.client_allowed(addr.ip()) {
+        // A listed load balancer is let in; the client its PROXY header names is checked.
+        let from_balancer = self.config.proxy_protocol.iter().any(|balancer| balancer.contains(addr.ip()));
+        if !from_balancer && !self.config.rules.client_allowed(addr.ip()) {
             // Closed before a byte is read or written: a denied client learns nothing.
             log::debug!("client {addr} denied by --allow-client rules");
             return;
@@ -311,6 +313,9 @@ impl EventLoop {
         let id = self.accepted * self.count as u64 + self.index as u64 + 1;
         self.accepted += 1;
         let mut conn = Connection::new(stream, addr, id, self.now);
+        if from_balancer {
+            conn.expect_proxy_header();
+        }
         self.timers.set(&mut conn.deadline, self.now + self.config.handshake_timeout, key, id);
         log::debug!("conn {id}: accepted from {addr}");
         entry.insert(conn);

@@ -13,6 +13,7 @@ mod happy_eyeballs;
 mod keepalive;
 mod lifecycle;
 mod limits;
+mod proxy_protocol;
 mod relay;
 mod rules;
 mod scale;
