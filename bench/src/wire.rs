@@ -100,6 +100,9 @@ pub enum Route {
     Direct,
     /// Through the SOCKS5 server at this address.
     Proxy(SocketAddr),
+    /// Through the SOCKS5 server at this address, naming the target by this host name (ATYP
+    /// 3: the proxy resolves it, so its resolver is measured too).
+    ProxyByName(SocketAddr, &'static str),
 }
 
 /// Connect to `target` along `route` with blocking sockets and `timeout` on every step.
@@ -110,7 +113,7 @@ pub fn open(route: Route, target: SocketAddr, timeout: Duration) -> io::Result<(
     let start = Instant::now();
     let first_hop = match route {
         Route::Direct => target,
-        Route::Proxy(proxy) => proxy,
+        Route::Proxy(proxy) | Route::ProxyByName(proxy, _) => proxy,
     };
     let mut stream = TcpStream::connect_timeout(&first_hop, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
@@ -118,15 +121,18 @@ pub fn open(route: Route, target: SocketAddr, timeout: Duration) -> io::Result<(
     // Every SOCKS server under test sets TCP_NODELAY on its side; so do we, so small
     // messages (handshakes, the 64-byte echo) are never held back by Nagle.
     stream.set_nodelay(true)?;
-    if let Route::Proxy(_) = route {
-        socks5_connect(&mut stream, target)?;
+    match route {
+        Route::Direct => {}
+        Route::Proxy(_) => socks5_connect(&mut stream, target, None)?,
+        Route::ProxyByName(_, name) => socks5_connect(&mut stream, target, Some(name))?,
     }
     Ok((stream, start.elapsed()))
 }
 
 /// The client half of a no-auth SOCKS5 CONNECT, one message at a time like most clients
 /// (no pipelining, so servers that read one message per `read` are measured fairly).
-pub fn socks5_connect(stream: &mut TcpStream, target: SocketAddr) -> io::Result<()> {
+/// With `name`, the request names the target by it (and `target`'s port) instead of its IP.
+pub fn socks5_connect(stream: &mut TcpStream, target: SocketAddr, name: Option<&str>) -> io::Result<()> {
     stream.write_all(&[0x05, 0x01, 0x00])?;
     let mut choice = [0u8; 2];
     stream.read_exact(&mut choice)?;
@@ -135,12 +141,17 @@ pub fn socks5_connect(stream: &mut TcpStream, target: SocketAddr) -> io::Result<
     }
     let mut request = Vec::with_capacity(22);
     request.extend_from_slice(&[0x05, 0x01, 0x00]);
-    match target.ip() {
-        IpAddr::V4(ip) => {
+    match (name, target.ip()) {
+        (Some(name), _) => {
+            request.push(0x03);
+            request.push(u8::try_from(name.len()).map_err(|_| protocol_error("name over 255 bytes".into()))?);
+            request.extend_from_slice(name.as_bytes());
+        }
+        (None, IpAddr::V4(ip)) => {
             request.push(0x01);
             request.extend_from_slice(&ip.octets());
         }
-        IpAddr::V6(ip) => {
+        (None, IpAddr::V6(ip)) => {
             request.push(0x04);
             request.extend_from_slice(&ip.octets());
         }

@@ -28,6 +28,9 @@ WORKLOADS (--workload, comma-separated; `all` = all three):
 
 OPTIONS:
     --proxy ADDR           SOCKS5 server to measure, e.g. 127.0.0.1:1080
+    --target-name NAME     Name the target by this host name in every request (the proxy
+                           resolves it; it must resolve to the target's loopback address,
+                           e.g. localhost) instead of by its IP
     --direct               No proxy: connect straight to the target
     --workload LIST        throughput, connrate, memory or all [default: throughput]
     --streams LIST         Parallel streams for throughput [default: 1]
@@ -116,6 +119,15 @@ pub enum Command {
     Run(Box<Options>),
 }
 
+/// How a route is shown in output.
+pub fn route_name(route: Route) -> String {
+    match route {
+        Route::Direct => "direct".into(),
+        Route::Proxy(addr) => format!("proxy {addr}"),
+        Route::ProxyByName(addr, name) => format!("proxy {addr} by name {name}"),
+    }
+}
+
 pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     let mut args = pico_args::Arguments::from_vec(args);
     if args.contains(["-h", "--help"]) {
@@ -126,8 +138,16 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     }
     let proxy = opt(&mut args, "--proxy")?.map(|s| parse_addr("--proxy", &s)).transpose()?;
     let direct = args.contains("--direct");
+    let target_name = opt(&mut args, "--target-name")?;
+    if target_name.is_some() && direct {
+        return Err("--target-name needs --proxy (the proxy resolves the name)".into());
+    }
     let route = match (proxy, direct) {
-        (Some(addr), false) => Route::Proxy(addr),
+        (Some(addr), false) => match target_name {
+            // Leaked once per run: a Route is Copy and shared by every client thread.
+            Some(name) => Route::ProxyByName(addr, Box::leak(name.into_boxed_str())),
+            None => Route::Proxy(addr),
+        },
         (None, true) => Route::Direct,
         (Some(_), true) => return Err("--proxy and --direct exclude each other".into()),
         (None, false) => return Err("say what to measure: --proxy ADDR or --direct (see --help)".into()),
@@ -144,10 +164,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     let pid = opt(&mut args, "--pid")?.map(|s| positive("--pid", &s)).transpose()?;
     let pid = pid.map(|p| u32::try_from(p).map_err(|_| format!("--pid {p} is out of range"))).transpose()?;
     let runs = opt(&mut args, "--runs")?.map(|s| positive("--runs", &s)).transpose()?.unwrap_or(1);
-    let label = opt(&mut args, "--label")?.unwrap_or_else(|| match route {
-        Route::Direct => "direct".into(),
-        Route::Proxy(addr) => format!("proxy {addr}"),
-    });
+    let label = opt(&mut args, "--label")?.unwrap_or_else(|| route_name(route));
     let json = opt(&mut args, "--json")?.map(PathBuf::from);
     let format = match opt(&mut args, "--format")?.as_deref() {
         None | Some("table") => Format::Table,
@@ -269,6 +286,14 @@ mod tests {
         let o = run(&["--direct", "--bytes", "16M"]).unwrap();
         assert_eq!(o.limit, Limit::Bytes(16 << 20));
         assert_eq!(o.route, Route::Direct);
+    }
+
+    #[test]
+    fn target_by_name() {
+        let o = run(&["--proxy", "127.0.0.1:1080", "--target-name", "localhost"]).unwrap();
+        assert_eq!(o.route, Route::ProxyByName("127.0.0.1:1080".parse().unwrap(), "localhost"));
+        assert_eq!(o.label, "proxy 127.0.0.1:1080 by name localhost");
+        assert!(run(&["--direct", "--target-name", "localhost"]).is_err());
     }
 
     #[test]

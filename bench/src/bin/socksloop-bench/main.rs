@@ -77,7 +77,9 @@ fn run(options: &Options) -> Result<(), String> {
         eprintln!("socksloop-bench: warning: cannot raise the open-file limit: {e}");
     }
     let bind: SocketAddr = match options.route {
-        Route::Proxy(proxy) if proxy.is_ipv6() => "[::1]:0".parse().expect("valid address"),
+        Route::Proxy(proxy) | Route::ProxyByName(proxy, _) if proxy.is_ipv6() => {
+            "[::1]:0".parse().expect("valid address")
+        }
         _ => "127.0.0.1:0".parse().expect("valid address"),
     };
     let mut target = TargetProcess::spawn(bind).map_err(|e| format!("cannot start the target: {e}"))?;
@@ -193,10 +195,7 @@ fn to_record(o: &Options, case: &Case, runs: Vec<Run>) -> Record {
     let median = runs.into_iter().nth(report::median_index(&values)).expect("at least one run");
     Record {
         label: o.label.clone(),
-        route: match o.route {
-            Route::Direct => "direct".into(),
-            Route::Proxy(addr) => format!("proxy {addr}"),
-        },
+        route: args::route_name(o.route),
         workload: workload_name(case.workload),
         case: case.name.clone(),
         metric: case.metric,
