@@ -61,6 +61,9 @@ pub mod hosts;
 pub mod query;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
