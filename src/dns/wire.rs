@@ -448,6 +448,23 @@ mod tests {
         assert_eq!(parse_reply(&[0; 11], 42, &question), Err(Ignored::Malformed));
     }
 
+    /// The `dns_response` fuzz target's seeds say what their names say (first byte: the
+    /// question, `www.example.com` with bit 0 the family; the id is the reply's own).
+    #[test]
+    fn fuzz_seeds_are_the_replies_they_claim_to_be() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/dns_response");
+        let seed = |name: &str| {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let family = if bytes[0] & 1 == 0 { Family::V4 } else { Family::V6 };
+            let id = u16::from_be_bytes([bytes[1], bytes[2]]);
+            parse_reply(&bytes[1..], id, &q("www.example.com", family))
+        };
+        assert_eq!(seed("a_via_cname"), Ok(Reply::Addrs { addrs: vec![ip("192.0.2.1")], ttl: 60 }));
+        assert_eq!(seed("aaaa"), Ok(Reply::Addrs { addrs: vec![ip("2001:db8::1")], ttl: 60 }));
+        assert_eq!(seed("nxdomain_soa"), Ok(Reply::NxDomain { negative_ttl: Some(30) }));
+        assert_eq!(seed("truncated"), Ok(Reply::Truncated));
+    }
+
     #[test]
     fn every_prefix_and_every_flipped_byte_of_a_reply_is_handled() {
         let question = q("www.example.com", Family::V4);
