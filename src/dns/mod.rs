@@ -43,7 +43,7 @@
 //!
 //! # Memory
 //!
-//! At most [`MAX_DNS_SOCKETS`](crate::token::MAX_DNS_SOCKETS) queries are in flight (one socket
+//! At most [`MAX_DNS_SOCKETS`] queries are in flight (one socket
 //! each; a lookup beyond that gets [`DnsError::Busy`] at once). The cache is bounded in entries
 //! (`cache_entries`, about 1 KiB each at most: see [`cache`]), a TCP reply buffer is at most
 //! 64 KiB and lives only while its try does, and one 4 KiB buffer serves every UDP read.
