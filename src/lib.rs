@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 mod connect;
 pub mod connection;
+mod dns;
 pub mod limits;
 pub mod listen;
 pub mod net;
@@ -31,4 +32,12 @@ pub mod timer;
 pub mod token;
 
 pub use config::{Config, RelayMode};
+
+/// What the `dns_response` fuzz target reaches of the (private) DNS client: the reply parser
+/// and matcher. Only in fuzzing builds (`RUSTFLAGS="--cfg fuzzing"`, as cargo-fuzz sets).
+#[cfg(fuzzing)]
+pub mod dns_fuzz {
+    pub use crate::dns::Family;
+    pub use crate::dns::wire::{Question, Reply, parse_reply};
+}
 pub use server::{Server, StartError, Stopper};

@@ -6,12 +6,18 @@
 //!   Token(key << 3 | 2 + i)    its upstream slot i (0..6): connect attempts, the upstream
 //!   Token(usize::MAX)          the waker (resolver answers, shutdown)
 //!   Token(usize::MAX - 1 - i)  listener i
+//!   Token(usize::MAX - 1 - MAX_LISTENERS - i)   DNS socket i (the in-loop DNS client's)
 //! ```
 //! `key` is the connection's slab key, so one slab entry owns all of its sockets and no map
 //! from token to socket is needed. Several upstream slots exist so that a connection can keep
 //! several connect attempts in flight at once (each attempt its own token); the attempt that
 //! wins keeps its slot as the upstream. Slab keys stay far below `usize::MAX >> 3`, so the
 //! reserved tokens never collide.
+//!
+//! The DNS range (`dns(i)`, `i < MAX_DNS_SOCKETS`) names the sockets of the in-loop DNS
+//! client (`crate::dns`): one per query in flight, each a slot of its own. [`decode`] does not
+//! know it yet (the loop does not register DNS sockets yet): [`dns_index`] recognises it, and
+//! the change that wires the client in folds it into [`Target`] as `Target::Dns(i)`.
 
 use mio::Token;
 
@@ -44,6 +50,23 @@ pub const WAKER: Token = Token(usize::MAX);
 pub fn listener(index: usize) -> Token {
     debug_assert!(index < MAX_LISTENERS);
     Token(usize::MAX - 1 - index)
+}
+
+/// DNS sockets live just below the listeners; this many are reserved (at most this many DNS
+/// queries are in flight at once, each with one socket).
+pub const MAX_DNS_SOCKETS: usize = 1024;
+
+/// The token of the in-loop DNS client's socket `index`.
+pub fn dns(index: usize) -> Token {
+    debug_assert!(index < MAX_DNS_SOCKETS);
+    Token(usize::MAX - 1 - MAX_LISTENERS - index)
+}
+
+/// The DNS socket a token names, if it is in the DNS range.
+pub fn dns_index(token: Token) -> Option<usize> {
+    // The waker (usize::MAX) has no place below the top: None.
+    let from_top = (usize::MAX - 1).checked_sub(token.0)?;
+    from_top.checked_sub(MAX_LISTENERS).filter(|&i| i < MAX_DNS_SOCKETS)
 }
 
 pub fn conn(key: usize, side: Side) -> Token {
@@ -90,6 +113,14 @@ mod tests {
         assert_eq!(decode(WAKER), Target::Waker);
         for i in [0, 1, MAX_LISTENERS - 1] {
             assert_eq!(decode(listener(i)), Target::Listener(i));
+            assert_eq!(dns_index(listener(i)), None);
         }
+        for i in [0, 1, MAX_DNS_SOCKETS - 1] {
+            assert_eq!(dns_index(dns(i)), Some(i));
+            assert!(!matches!(decode(dns(i)), Target::Waker | Target::Listener(_)));
+        }
+        assert_eq!(dns_index(WAKER), None);
+        assert_eq!(dns_index(Token(usize::MAX - 1 - MAX_LISTENERS - MAX_DNS_SOCKETS)), None);
+        assert_eq!(dns_index(conn(9_000, Side::Client)), None);
     }
 }
