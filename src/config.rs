@@ -59,6 +59,9 @@ pub struct Config {
     /// Load balancers whose connections begin with a PROXY protocol header (v1 or v2) that
     /// names the real client.
     pub proxy_protocol: Vec<Cidr>,
+    /// Nameservers for the in-loop DNS client, tried in turn; empty: the system resolver
+    /// (`getaddrinfo` on helper threads).
+    pub nameservers: Vec<SocketAddr>,
 }
 
 /// Which address family a connect tries first (`--prefer-family`).
@@ -119,7 +122,15 @@ impl Default for Config {
             prefer_family: PreferFamily::Auto,
             tcp_keepalive: Some(Duration::from_secs(60)),
             proxy_protocol: Vec::new(),
+            nameservers: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// Whether names are resolved by the in-loop DNS client (`--nameserver`).
+    pub fn in_loop_dns(&self) -> bool {
+        !self.nameservers.is_empty()
     }
 }
 
@@ -169,6 +180,10 @@ OPTIONS:
     --max-connections N         Simultaneous clients; beyond it accepting pauses
                                 [default: derived from the open-file limit]
     --resolver-threads N        Most threads for DNS lookups (started on demand) [default: 4]
+    --nameserver IP[:PORT]      Resolve names inside the event loop by asking this DNS server
+                                (repeatable: tried in turn); /etc/hosts is read first and
+                                answers are cached for their TTL. Without it, the system
+                                resolver (getaddrinfo) runs on the resolver threads
     --workers N                 Event loops (threads), each with its own SO_REUSEPORT
                                 listener; use up to one per core [default: 1]
     --shutdown-grace SECS       On SIGINT/SIGTERM, stop accepting and let open connections
@@ -239,6 +254,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
     if let Some(n) = take(&mut args, "--resolver-threads", |s| parse_positive("--resolver-threads", s))? {
         config.resolver_threads = n;
     }
+    config.nameservers = take_all(&mut args, "--nameserver", parse_nameserver)?;
     if let Some(n) = take(&mut args, "--workers", |s| parse_positive("--workers", s))? {
         config.workers = n;
     }
@@ -352,6 +368,16 @@ fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
         "trace" => Ok(log::LevelFilter::Trace),
         _ => Err(format!("invalid value '{s}' for --log-level: expected error, warn, info, debug or trace")),
     }
+}
+
+/// `IP`, `IP:PORT` or `[IPv6]:PORT`; the port defaults to 53.
+fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("invalid value '{s}' for --nameserver: expected an IP address, IP:PORT or [IPv6]:PORT")
+    })
 }
 
 fn parse_attempt_delay(s: &str) -> Result<Duration, String> {
@@ -529,6 +555,18 @@ mod tests {
             let err = parse(args).expect_err("bad value");
             assert!(err.0.contains(flag), "{err}");
         }
+    }
+
+    #[test]
+    fn nameservers() {
+        assert!(config(&[]).nameservers.is_empty());
+        let c = config(&["--nameserver", "127.0.0.1", "--nameserver", "[::1]:5353", "--nameserver", "::1"]);
+        let expected: Vec<SocketAddr> =
+            ["127.0.0.1:53", "[::1]:5353", "[::1]:53"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(c.nameservers, expected);
+        assert!(c.in_loop_dns());
+        let err = parse(&["--nameserver", "dns.example"]).expect_err("not an address");
+        assert!(err.0.contains("--nameserver"), "{err}");
     }
 
     #[test]

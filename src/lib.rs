@@ -19,7 +19,7 @@ pub mod auth;
 pub mod config;
 mod connect;
 pub mod connection;
-mod dns;
+pub mod dns;
 pub mod limits;
 pub mod listen;
 pub mod net;

@@ -15,9 +15,8 @@
 //! reserved tokens never collide.
 //!
 //! The DNS range (`dns(i)`, `i < MAX_DNS_SOCKETS`) names the sockets of the in-loop DNS
-//! client (`crate::dns`): one per query in flight, each a slot of its own. [`decode`] does not
-//! know it yet (the loop does not register DNS sockets yet): [`dns_index`] recognises it, and
-//! the change that wires the client in folds it into [`Target`] as `Target::Dns(i)`.
+//! client (`crate::dns`): one per query in flight, each a slot of its own
+//! ([`Target::Dns`]).
 
 use mio::Token;
 
@@ -38,6 +37,8 @@ pub enum Side {
 pub enum Target {
     Waker,
     Listener(usize),
+    /// A socket of the in-loop DNS client.
+    Dns(usize),
     Conn(usize, Side),
 }
 
@@ -90,6 +91,9 @@ pub fn decode(token: Token) -> Target {
     if from_top < MAX_LISTENERS {
         return Target::Listener(from_top);
     }
+    if let Some(index) = dns_index(token) {
+        return Target::Dns(index);
+    }
     let side = match raw & ((1 << SIDE_BITS) - 1) {
         0 => Side::Client,
         1 => Side::Aux,
@@ -117,7 +121,7 @@ mod tests {
         }
         for i in [0, 1, MAX_DNS_SOCKETS - 1] {
             assert_eq!(dns_index(dns(i)), Some(i));
-            assert!(!matches!(decode(dns(i)), Target::Waker | Target::Listener(_)));
+            assert_eq!(decode(dns(i)), Target::Dns(i));
         }
         assert_eq!(dns_index(WAKER), None);
         assert_eq!(dns_index(Token(usize::MAX - 1 - MAX_LISTENERS - MAX_DNS_SOCKETS)), None);

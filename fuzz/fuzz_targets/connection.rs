@@ -28,12 +28,17 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use socksloop::Config;
 use socksloop::auth::{AuthSource, CredentialStore};
-use socksloop::connection::{Connection, Ctx, HEADER_ROOM, Step};
+use socksloop::connection::{Connection, Ctx, HEADER_ROOM, Resolution, Step};
+use socksloop::dns::{DnsError, Family};
 use socksloop::net::{Readiness, SocketId};
 use socksloop::resolver::Resolver;
 use socksloop::sim::{ConnectPlan, Script, SimNet};
 use socksloop::timer::Timers;
 use socksloop::token::Side;
+
+fn family(kind: u8) -> Family {
+    if kind == 1 { Family::V4 } else { Family::V6 }
+}
 
 /// A byte reader over the fuzz input that yields 0 when exhausted.
 struct Input<'a>(&'a [u8]);
@@ -104,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let flags = input.byte();
     let net = SimNet::new();
-    let resolver = Resolver::detached();
+    let mut resolver = Resolver::detached();
     let mut timers = Timers::default();
     let mut scratch = vec![0u8; SCRATCH];
     let mut config = Config::default();
@@ -129,7 +134,7 @@ fuzz_target!(|data: &[u8]| {
         let upstream = upstreams.newest();
         let mut ctx = Ctx {
             net: &net,
-            resolver: &resolver,
+            names: &mut resolver,
             timers: &mut timers,
             scratch: &mut scratch,
             #[cfg(target_os = "linux")]
@@ -195,7 +200,14 @@ fuzz_target!(|data: &[u8]| {
                         .collect();
                     Ok(addrs)
                 };
-                conn.on_resolved(&mut ctx, "fuzzed.example", result);
+                let answer = match (count, input.byte() % 3) {
+                    // The resolver threads' answer: every address at once.
+                    (_, 0) => Resolution::All(result.map(|addrs: Vec<SocketAddr>| addrs.iter().map(SocketAddr::ip).collect())),
+                    // The in-loop client's: one family at a time.
+                    (0, kind) => Resolution::Family(family(kind), Err(DnsError::NxDomain)),
+                    (_, kind) => Resolution::Family(family(kind), result.map(|a| a.iter().map(SocketAddr::ip).collect()).map_err(|_| DnsError::Timeout)),
+                };
+                conn.on_resolved(&mut ctx, "fuzzed.example", answer);
                 conn.drive(&mut ctx)
             }
             11 => {

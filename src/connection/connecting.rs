@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::connect::Progress;
@@ -28,8 +28,8 @@ use crate::token::{Side, UPSTREAM_SLOTS};
 
 use super::policy::{self, command_reply};
 use super::relaying::Relay;
-use super::request::Carry;
-use super::{Ctx, Outcome, Phase, Summary, reject};
+use super::request::{Carry, Known};
+use super::{Ctx, Outcome, Phase, Resolution, Summary, reject};
 use crate::protocol::Reply;
 
 /// One connect in flight.
@@ -43,6 +43,14 @@ struct Attempt<S> {
 /// The addresses still to try, the attempts in flight, and what the request carries.
 pub struct Connecting<S> {
     untried: VecDeque<SocketAddr>,
+    /// The target's port (for addresses that arrive late).
+    port: u16,
+    /// Address families whose DNS answers are still to come: while any is, running out of
+    /// addresses is not the end.
+    awaiting: u8,
+    /// Why addresses that arrived were unusable (egress rules, `--bind-out`'s family): the
+    /// reply if no address was ever usable.
+    unusable: Option<Reply>,
     attempts: Vec<Attempt<S>>,
     /// The most telling failure so far (the reply when every address has failed).
     best_error: Option<io::Error>,
@@ -56,36 +64,27 @@ pub struct Connecting<S> {
 }
 
 /// Begin connecting: apply the egress rules to every address the connect could use (after
-/// resolution, so a name cannot smuggle a denied address), then try the rest in order.
-pub fn begin<N: Net>(
-    addrs: Vec<SocketAddr>,
-    carry: Carry,
-    ctx: &mut Ctx<'_, N>,
-    summary: &mut Summary,
-) -> Outcome<N> {
-    let before = addrs.len();
-    let addrs = match policy::usable_destinations(addrs, &ctx.config.rules, ctx.config.bind_out) {
-        Ok(addrs) => addrs,
-        Err(reply) => {
-            if reply == Reply::NotAllowedByRuleset {
-                log::info!("conn {}: destination denied by rules", ctx.conn);
-            }
-            return reject(summary, carry.out, reply);
-        }
-    };
-    if addrs.len() < before {
-        log::debug!("conn {}: {} of {before} addresses not usable", ctx.conn, before - addrs.len());
-    }
-    let addrs = policy::interleave_families(addrs, ctx.config.prefer_family.v6_first());
-    Outcome::Go(Phase::Connecting(Box::new(Connecting {
-        untried: addrs.into(),
+/// resolution, so a name cannot smuggle a denied address), then try the rest in Happy Eyeballs
+/// order. More addresses may arrive later (`known.awaiting` families).
+pub fn begin<N: Net>(known: Known, carry: Carry, ctx: &mut Ctx<'_, N>, summary: &mut Summary) -> Outcome<N> {
+    let mut connecting = Connecting {
+        untried: VecDeque::new(),
+        port: known.port,
+        awaiting: known.awaiting,
+        unusable: None,
         attempts: Vec::new(),
         best_error: None,
-        gives_up_at: None,
+        gives_up_at: known.gives_up_at,
         next_attempt_at: None,
         next_slot: 0,
         carry,
-    })))
+    };
+    connecting.add_addresses(known.ips, ctx);
+    if connecting.untried.is_empty() && connecting.awaiting == 0 {
+        let reply = connecting.unusable.unwrap_or(Reply::GeneralFailure);
+        return reject(summary, connecting.take_outbox(), reply);
+    }
+    Outcome::Go(Phase::Connecting(Box::new(connecting)))
 }
 
 impl<S: Stream> Connecting<S> {
@@ -95,6 +94,43 @@ impl<S: Stream> Connecting<S> {
 
     pub fn take_outbox(&mut self) -> Outbox {
         std::mem::take(&mut self.carry.out)
+    }
+
+    /// Add addresses to try: those the egress rules and `--bind-out` allow, interleaved by
+    /// family with the ones still untried.
+    fn add_addresses<N: Net>(&mut self, ips: Vec<IpAddr>, ctx: &Ctx<'_, N>) {
+        let addrs: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, self.port)).collect();
+        let before = addrs.len();
+        match policy::usable_destinations(addrs, &ctx.config.rules, ctx.config.bind_out) {
+            Ok(usable) => {
+                if usable.len() < before {
+                    log::debug!(
+                        "conn {}: {} of {before} addresses not usable",
+                        ctx.conn,
+                        before - usable.len()
+                    );
+                }
+                let all = self.untried.drain(..).chain(usable).collect();
+                self.untried = policy::interleave_families(all, ctx.config.prefer_family.v6_first()).into();
+            }
+            Err(reply) => {
+                if reply == Reply::NotAllowedByRuleset {
+                    log::info!("conn {}: destination denied by rules", ctx.conn);
+                }
+                self.unusable.get_or_insert(reply);
+            }
+        }
+    }
+
+    /// A family's DNS answer arrived after connecting began: its addresses join the untried.
+    pub fn on_late_answer<N: Net>(&mut self, answer: Resolution, ctx: &Ctx<'_, N>) -> Outcome<N> {
+        self.awaiting = self.awaiting.saturating_sub(1);
+        if let Resolution::Family(_, Ok(ips)) = answer {
+            self.add_addresses(ips, ctx);
+        }
+        // The loop drives the connection next: a new address starts at once if nothing is in
+        // flight, and running out now ends the phase.
+        Outcome::Wait
     }
 
     /// Readiness for upstream slot `slot`: the attempt that has it, if any is still open.
@@ -160,10 +196,15 @@ impl<S: Stream> Connecting<S> {
         if self.attempts.is_empty() || failed || due {
             self.start_next_attempt(ctx);
         }
-        if self.attempts.is_empty() {
-            let reply = self.best_error.as_ref().map_or(Reply::GeneralFailure, policy::reply_for_error);
+        if self.attempts.is_empty() && self.awaiting == 0 {
+            let reply = match (&self.best_error, self.unusable) {
+                (Some(e), _) => policy::reply_for_error(e),
+                (None, Some(reply)) => reply,
+                (None, None) => Reply::GeneralFailure,
+            };
             return reject(summary, self.take_outbox(), reply);
         }
+        // Nothing in flight while a family's answer is awaited: the timeout still bounds it.
         let wake_at = self.next_attempt_at.map_or(gives_up_at, |at| at.min(gives_up_at));
         ctx.rearm_at(deadline, wake_at);
         Outcome::Wait

@@ -43,11 +43,12 @@ mod udp;
 mod tests;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::auth::CredentialStore;
 use crate::config::Config;
+use crate::dns::{DnsError, Family};
 use crate::net::{End, Net, Readiness, SocketId};
 use crate::protocol::{Reply, TargetAddr};
 use crate::relay::{Movers, Outbox};
@@ -89,11 +90,36 @@ enum Outcome<N: Net> {
     Close(CloseReason),
 }
 
+/// Where a connection's names are looked up: the system resolver on helper threads
+/// ([`Resolver`]) or the in-loop DNS client (`--nameserver`). Answers come back through the
+/// loop as [`Connection::on_resolved`], tagged with the key and id given here.
+pub trait Lookups {
+    fn lookup(&mut self, host: &str, key: usize, conn: u64, now: Instant);
+}
+
+impl Lookups for Resolver {
+    fn lookup(&mut self, host: &str, key: usize, conn: u64, _now: Instant) {
+        // The port is not needed: phases put the request's port on the addresses.
+        self.submit(crate::resolver::Lookup { key, conn, host: host.to_owned(), port: 0 });
+    }
+}
+
+/// An answer to a lookup.
+#[derive(Debug)]
+pub enum Resolution {
+    /// The system resolver's: every address at once.
+    All(io::Result<Vec<IpAddr>>),
+    /// The in-loop client's: one family, as soon as it is known (AAAA and A are asked
+    /// together and answered apart, so Happy Eyeballs can start on the first in).
+    Family(Family, Result<Vec<IpAddr>, DnsError>),
+}
+
 /// What the loop lends a connection while driving it.
 pub struct Ctx<'a, N: Net> {
     /// Opens sockets registered with the loop (mio's `Registry`, or the simulated network).
     pub net: &'a N,
-    pub resolver: &'a Resolver,
+    /// Looks names up (resolver threads, or the in-loop DNS client).
+    pub names: &'a mut dyn Lookups,
     pub timers: &'a mut Timers,
     /// Loop-owned buffer for relay reads and datagrams, shared by all connections.
     pub scratch: &'a mut [u8],
@@ -332,12 +358,16 @@ impl<N: Net> Connection<N> {
         Step::Close(CloseReason::Stuck)
     }
 
-    /// The resolver answered a lookup for this connection.
-    pub fn on_resolved(&mut self, ctx: &mut Ctx<'_, N>, host: &str, result: io::Result<Vec<SocketAddr>>) {
+    /// An answer to a lookup this connection asked for (`host` as asked, or normalized by
+    /// the in-loop client). The loop drives the connection after it.
+    pub fn on_resolved(&mut self, ctx: &mut Ctx<'_, N>, host: &str, answer: Resolution) {
         let outcome = match &mut self.phase {
-            Phase::Resolving(resolving) => resolving.on_answer(result, &self.client, ctx, &mut self.summary),
+            Phase::Resolving(resolving) => {
+                resolving.on_answer(answer, &self.client, &mut self.deadline, ctx, &mut self.summary)
+            }
+            Phase::Connecting(connecting) => connecting.on_late_answer(answer, ctx),
             Phase::UdpAssociated(udp) => {
-                udp.on_resolved(host, result, &ctx.config.rules);
+                udp.on_resolved(host, answer, &ctx.config.rules);
                 return;
             }
             _ => return, // a late answer (the connect timed out meanwhile)
@@ -357,6 +387,16 @@ impl<N: Net> Connection<N> {
                 log::debug!("conn {}: Connecting timed out", self.id);
                 let reply = connecting.reply_out_of_time();
                 reject(&mut self.summary, connecting.take_outbox(), reply)
+            }
+            // The resolution delay, not the connect timeout: connect with what has arrived.
+            Phase::Resolving(resolving) if !resolving.gave_up(ctx.now) => {
+                match resolving.on_resolution_delay(&self.client, ctx, &mut self.summary) {
+                    Outcome::Go(next) => {
+                        self.set_phase(next, ctx);
+                        return self.drive(ctx);
+                    }
+                    _ => return Step::Wait,
+                }
             }
             Phase::Resolving(_) | Phase::BindWaiting(_) => {
                 log::debug!("conn {}: {} timed out", self.id, self.phase.name());

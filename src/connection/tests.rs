@@ -89,7 +89,7 @@ impl Rig {
     fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Connection<SimNet>, &mut Ctx<'_, SimNet>) -> R) -> R {
         let mut ctx = Ctx {
             net: &self.net,
-            resolver: &self.resolver,
+            names: &mut self.resolver,
             timers: &mut self.timers,
             scratch: &mut self.scratch,
             #[cfg(target_os = "linux")]
@@ -121,8 +121,14 @@ impl Rig {
     }
 
     fn resolve(&mut self, result: io::Result<Vec<SocketAddr>>) -> &Step {
+        let ips = result.map(|addrs| addrs.iter().map(SocketAddr::ip).collect());
+        self.answer(Resolution::All(ips))
+    }
+
+    /// An answer as the loop hands it over: then the connection is driven.
+    fn answer(&mut self, answer: Resolution) -> &Step {
         self.last = self.with_ctx(|conn, ctx| {
-            conn.on_resolved(ctx, "example.test", result);
+            conn.on_resolved(ctx, "example.test", answer);
             conn.drive(ctx)
         });
         &self.last
@@ -520,6 +526,69 @@ fn out_of_time_the_most_telling_error_is_the_reply() {
     rig.advance(rig.config.connect_timeout);
     rig.timeout();
     assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 6));
+}
+
+// ---- Per-family answers (the in-loop DNS client) ---------------------------------------
+
+fn awaiting_answers() -> Rig {
+    let mut rig = Rig::new();
+    rig.client_sends(&[5, 1, 0]);
+    rig.client_got();
+    rig.client_sends(&domain_request(1, "example.test", 80));
+    assert_eq!(rig.phase(), "Resolving");
+    rig
+}
+
+#[test]
+fn aaaa_first_connects_at_once_and_a_joins_later() {
+    let mut rig = awaiting_answers();
+    rig.answer(Resolution::Family(crate::dns::Family::V6, Ok(vec![V6_TARGET.ip()])));
+    assert_eq!((rig.phase(), targets(&rig)), ("Connecting", vec![V6_TARGET]), "no wait for A");
+    rig.answer(Resolution::Family(crate::dns::Family::V4, Ok(vec![TARGET.ip()])));
+    rig.finish_connect(false);
+    assert_eq!(targets(&rig), [V6_TARGET, TARGET], "the late IPv4 address is tried");
+}
+
+#[test]
+fn a_first_waits_the_resolution_delay_for_aaaa() {
+    let mut rig = awaiting_answers();
+    rig.answer(Resolution::Family(crate::dns::Family::V4, Ok(vec![TARGET.ip()])));
+    assert_eq!(rig.phase(), "Resolving", "A first: wait for AAAA");
+    assert_eq!(rig.conn.deadline.at, rig.now + super::request::RESOLUTION_DELAY);
+    // AAAA in time: both are used, IPv6 first.
+    rig.answer(Resolution::Family(crate::dns::Family::V6, Ok(vec![V6_TARGET.ip()])));
+    assert_eq!((rig.phase(), targets(&rig)), ("Connecting", vec![V6_TARGET]));
+
+    // AAAA late: the delay ends and IPv4 goes alone; AAAA then joins.
+    let mut rig = awaiting_answers();
+    let connect_deadline = rig.conn.deadline.at;
+    rig.answer(Resolution::Family(crate::dns::Family::V4, Ok(vec![TARGET.ip()])));
+    rig.advance(super::request::RESOLUTION_DELAY);
+    rig.timeout();
+    assert_eq!((rig.phase(), targets(&rig)), ("Connecting", vec![TARGET]));
+    assert_eq!(rig.conn.deadline.at, connect_deadline, "the connect timeout is back in force");
+    rig.answer(Resolution::Family(crate::dns::Family::V6, Ok(vec![V6_TARGET.ip()])));
+    rig.finish_connect(false);
+    assert_eq!(targets(&rig), [TARGET, V6_TARGET]);
+}
+
+#[test]
+fn no_address_in_either_family_is_host_unreachable() {
+    let mut rig = awaiting_answers();
+    rig.answer(Resolution::Family(crate::dns::Family::V6, Ok(vec![])));
+    assert_eq!(rig.phase(), "Resolving", "NODATA for AAAA: wait for A");
+    rig.answer(Resolution::Family(crate::dns::Family::V4, Err(crate::dns::DnsError::NxDomain)));
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 4));
+}
+
+#[test]
+fn running_out_of_addresses_waits_for_the_other_family() {
+    let mut rig = awaiting_answers();
+    rig.answer(Resolution::Family(crate::dns::Family::V6, Ok(vec![V6_TARGET.ip()])));
+    rig.finish_connect(false);
+    assert_eq!(rig.phase(), "Connecting", "IPv6 refused, but A is still to come");
+    rig.answer(Resolution::Family(crate::dns::Family::V4, Ok(vec![])));
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 5), "the refusal is the reply");
 }
 
 // ---- Relaying --------------------------------------------------------------------------

@@ -20,17 +20,18 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use crate::acl::{self, Rules};
 use crate::net::{Datagram, DatagramBind, End, Net, ReadOutcome, Readiness};
 use crate::protocol::{Reply, TargetAddr, encode_udp_header, parse_udp_header};
 use crate::relay::Outbox;
-use crate::resolver::{self, Lookup, NameCheck, Resolver};
+use crate::resolver::{self, NameCheck};
 use crate::timer::Deadline;
 use crate::token::Side;
 
 use super::policy::command_reply;
-use super::{CloseReason, Ctx, Outcome, Phase, Summary, reject};
+use super::{CloseReason, Ctx, Lookups, Outcome, Phase, Resolution, Summary, reject};
 
 /// Room kept in front of a received datagram for the header added on the way to the client
 /// (the longest, for an IPv6 source, is 22 bytes).
@@ -54,8 +55,17 @@ pub struct UdpStats {
 
 /// A name's state within one association.
 enum Name {
-    Resolving(Vec<(u16, Vec<u8>)>),
-    Resolved(Vec<IpAddr>),
+    /// Datagrams waiting for the name's first addresses, and how many answers are still to
+    /// come (the resolver threads answer once, the in-loop client once per family).
+    Resolving {
+        waiting: Vec<(u16, Vec<u8>)>,
+        answers_left: u8,
+    },
+    /// Addresses known (more may join while `answers_left` > 0).
+    Resolved {
+        ips: Vec<IpAddr>,
+        answers_left: u8,
+    },
     Failed,
 }
 
@@ -71,6 +81,16 @@ pub struct UdpAssociated<D> {
     stats: UdpStats,
     /// The reply (and any earlier handshake reply) not yet written to the client.
     out: Outbox,
+}
+
+/// What a UDP association needs to look names up.
+struct Names<'a> {
+    lookups: &'a mut dyn Lookups,
+    key: usize,
+    conn: u64,
+    now: Instant,
+    /// The in-loop DNS client answers once per family; the resolver threads once.
+    in_loop: bool,
 }
 
 /// The result of handling a batch of datagrams.
@@ -188,8 +208,14 @@ impl<D: Datagram> UdpAssociated<D> {
         let mut active = false;
         if self.client_side.ready.readable {
             active = true;
-            let id = (ctx.key, ctx.conn);
-            match self.relay_from_client(ctx.scratch, &ctx.config.rules, ctx.resolver, id) {
+            let mut names = Names {
+                lookups: &mut *ctx.names,
+                key: ctx.key,
+                conn: ctx.conn,
+                now: ctx.now,
+                in_loop: ctx.config.in_loop_dns(),
+            };
+            match self.relay_from_client(ctx.scratch, &ctx.config.rules, &mut names) {
                 Handled::Done => self.client_side.ready.readable = false,
                 Handled::More => more = true,
             }
@@ -208,13 +234,7 @@ impl<D: Datagram> UdpAssociated<D> {
     }
 
     /// Relay datagrams from the client to their targets.
-    fn relay_from_client(
-        &mut self,
-        scratch: &mut [u8],
-        rules: &Rules,
-        resolver: &Resolver,
-        lookup_id: (usize, u64),
-    ) -> Handled {
+    fn relay_from_client(&mut self, scratch: &mut [u8], rules: &Rules, names: &mut Names<'_>) -> Handled {
         for _ in 0..DATAGRAM_BUDGET {
             let (len, from) = match receive(&self.client_side.socket, scratch, &mut self.stats) {
                 Received::Datagram(len, from) => (len, from),
@@ -244,7 +264,7 @@ impl<D: Datagram> UdpAssociated<D> {
                 TargetAddr::Domain(host, port) => match resolver::check_name(&host) {
                     NameCheck::Literal(ip) => self.send_to_target(payload, SocketAddr::new(ip, port), rules),
                     NameCheck::Invalid => self.stats.dropped_other += 1,
-                    NameCheck::Lookup => self.send_to_name(host, port, payload, rules, resolver, lookup_id),
+                    NameCheck::Lookup => self.send_to_name(host, port, payload, rules, names),
                 },
             }
         }
@@ -280,18 +300,38 @@ impl<D: Datagram> UdpAssociated<D> {
         Handled::More
     }
 
-    /// A lookup for `host` answered: send what waited for it.
-    pub fn on_resolved(&mut self, host: &str, result: io::Result<Vec<SocketAddr>>, rules: &Rules) {
-        let ips: Vec<IpAddr> = match result {
-            Ok(addrs) => addrs.iter().map(SocketAddr::ip).collect(),
-            Err(_) => Vec::new(),
+    /// A lookup for `host` answered (all at once, or one family): send what waited for it.
+    pub fn on_resolved(&mut self, host: &str, answer: Resolution, rules: &Rules) {
+        let ips: Vec<IpAddr> = match answer {
+            Resolution::All(Ok(ips)) | Resolution::Family(_, Ok(ips)) => ips,
+            Resolution::All(Err(_)) | Resolution::Family(_, Err(_)) => Vec::new(),
         };
-        let state = if ips.is_empty() { Name::Failed } else { Name::Resolved(ips.clone()) };
-        let Some(Name::Resolving(waiting)) = self.names.insert(host.to_owned(), state) else {
-            return;
+        let Some(name) = self.names.get_mut(host) else { return };
+        let (waiting, known) = match name {
+            Name::Resolving { waiting, answers_left } => {
+                *answers_left = answers_left.saturating_sub(1);
+                let left = *answers_left;
+                if ips.is_empty() {
+                    if left == 0 {
+                        let dropped = waiting.len() as u64;
+                        *name = Name::Failed;
+                        self.stats.dropped_other += dropped;
+                    }
+                    return;
+                }
+                let waiting = std::mem::take(waiting);
+                *name = Name::Resolved { ips: ips.clone(), answers_left: left };
+                (waiting, ips)
+            }
+            Name::Resolved { ips: known, answers_left } => {
+                *answers_left = answers_left.saturating_sub(1);
+                known.extend(ips);
+                return;
+            }
+            Name::Failed => return,
         };
         for (port, payload) in waiting {
-            match self.pick_address(&ips, port, rules) {
+            match self.pick_address(&known, port, rules) {
                 Some(addr) => self.send_payload(&payload, addr),
                 None => self.stats.dropped_denied += 1,
             }
@@ -326,11 +366,13 @@ impl<D: Datagram> UdpAssociated<D> {
         port: u16,
         payload: &[u8],
         rules: &Rules,
-        resolver: &Resolver,
-        (key, conn): (usize, u64),
+        names: &mut Names<'_>,
     ) {
+        // Keyed as the in-loop client names its answers (lower case, no trailing dot), so an
+        // answer finds its entry whichever resolver gave it.
+        let host = crate::dns::hosts::normalize(&host);
         match self.names.get_mut(&host) {
-            Some(Name::Resolved(ips)) => {
+            Some(Name::Resolved { ips, .. }) => {
                 let ips = ips.clone();
                 match self.pick_address(&ips, port, rules) {
                     Some(addr) => self.send_payload(payload, addr),
@@ -338,21 +380,27 @@ impl<D: Datagram> UdpAssociated<D> {
                 }
             }
             Some(Name::Failed) => self.stats.dropped_other += 1,
-            Some(Name::Resolving(waiting)) if waiting.len() < MAX_QUEUED_PER_NAME => {
+            Some(Name::Resolving { waiting, .. }) if waiting.len() < MAX_QUEUED_PER_NAME => {
                 waiting.push((port, payload.to_vec()));
             }
-            Some(Name::Resolving(_)) => self.stats.dropped_other += 1,
+            Some(Name::Resolving { .. }) => self.stats.dropped_other += 1,
             None => {
                 if self.names.len() >= MAX_NAMES {
                     // Forget finished lookups; keep the ones datagrams are waiting on.
-                    self.names.retain(|_, name| matches!(name, Name::Resolving(_)));
+                    self.names.retain(|_, name| {
+                        !matches!(name, Name::Failed | Name::Resolved { answers_left: 0, .. })
+                    });
                     if self.names.len() >= MAX_NAMES {
                         self.stats.dropped_other += 1;
                         return;
                     }
                 }
-                self.names.insert(host.clone(), Name::Resolving(vec![(port, payload.to_vec())]));
-                resolver.submit(Lookup { key, conn, host, port });
+                let answers_left = if names.in_loop { 2 } else { 1 };
+                self.names.insert(
+                    host.clone(),
+                    Name::Resolving { waiting: vec![(port, payload.to_vec())], answers_left },
+                );
+                names.lookups.lookup(&host, names.key, names.conn, names.now);
             }
         }
     }

@@ -162,6 +162,10 @@ impl Cache {
     pub fn len(&self) -> usize {
         self.positive.len() + self.negative.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,10 @@ impl Hosts {
     pub fn len(&self) -> usize {
         self.names.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The form names are compared in: ASCII lower case, without a trailing dot.

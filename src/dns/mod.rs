@@ -53,9 +53,6 @@
 //! Search domains and `ndots` (names are asked as given, fully qualified), DNSSEC, DNS cookies
 //! and 0x20 case randomisation, reloading the hosts file.
 
-// Wired into the loop by the next change.
-#![allow(dead_code)]
-
 pub mod cache;
 pub mod hosts;
 pub mod query;
@@ -188,6 +185,9 @@ impl fmt::Display for DnsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsAnswer {
     pub waiter: Waiter,
+    /// The name asked for, normalized as the cache keys it (lower case, no trailing dot); as
+    /// given for an IP literal or an invalid name. A UDP association asks for many names.
+    pub name: String,
     pub family: Family,
     pub result: Result<Vec<IpAddr>, DnsError>,
 }
@@ -280,13 +280,13 @@ impl DnsClient {
                 for family in [Family::V6, Family::V4] {
                     self.stats.hits += 1;
                     let addrs = if Family::of(ip) == family { vec![ip] } else { Vec::new() };
-                    self.deliver(waiter, family, Ok(addrs));
+                    self.deliver(waiter, name, family, Ok(addrs));
                 }
                 return;
             }
             NameCheck::Invalid => {
                 for family in [Family::V6, Family::V4] {
-                    self.deliver(waiter, family, Err(DnsError::InvalidName));
+                    self.deliver(waiter, name, family, Err(DnsError::InvalidName));
                 }
                 return;
             }
@@ -297,7 +297,7 @@ impl DnsClient {
             for family in [Family::V6, Family::V4] {
                 self.stats.hits += 1;
                 let addrs = self.hosts.lookup(&name, family);
-                self.deliver(waiter, family, Ok(addrs));
+                self.deliver(waiter, &name, family, Ok(addrs));
             }
             return;
         }
@@ -309,7 +309,7 @@ impl DnsClient {
                     Cached::NoData => Ok(Vec::new()),
                     Cached::NxDomain => Err(DnsError::NxDomain),
                 };
-                self.deliver(waiter, family, result);
+                self.deliver(waiter, &name, family, result);
                 continue;
             }
             self.stats.misses += 1;
@@ -380,11 +380,11 @@ impl DnsClient {
     /// Start a query for (`name`, `family`) with its first waiter.
     fn start(&mut self, registry: &Registry, name: String, family: Family, waiter: Waiter, now: Instant) {
         if self.queries.len() >= MAX_DNS_SOCKETS {
-            self.deliver(waiter, family, Err(DnsError::Busy));
+            self.deliver(waiter, &name, family, Err(DnsError::Busy));
             return;
         }
         let Ok(question) = Question::new(&name, family) else {
-            self.deliver(waiter, family, Err(DnsError::InvalidName));
+            self.deliver(waiter, &name, family, Err(DnsError::InvalidName));
             return;
         };
         let slot = self.queries.insert(Query::new(name.clone(), question, waiter));
@@ -494,19 +494,20 @@ impl DnsClient {
         let mut query = self.queries.remove(slot);
         query.close(registry);
         let family = query.family();
-        self.in_flight.remove(&(std::mem::take(&mut query.name), family));
-        for waiter in query.waiters {
-            self.deliver(waiter, family, result.clone());
+        let name = std::mem::take(&mut query.name);
+        for &waiter in &query.waiters {
+            self.deliver(waiter, &name, family, result.clone());
         }
+        self.in_flight.remove(&(name, family));
     }
 
-    fn deliver(&mut self, waiter: Waiter, family: Family, result: Result<Vec<IpAddr>, DnsError>) {
+    fn deliver(&mut self, waiter: Waiter, name: &str, family: Family, result: Result<Vec<IpAddr>, DnsError>) {
         match &result {
             Ok(_) => {}
             Err(DnsError::NxDomain) => self.stats.nxdomain += 1,
             Err(DnsError::Timeout) => self.stats.timeouts += 1,
             Err(_) => self.stats.errors += 1,
         }
-        self.answers.push_back(DnsAnswer { waiter, family, result });
+        self.answers.push_back(DnsAnswer { waiter, name: name.to_owned(), family, result });
     }
 }

@@ -29,12 +29,25 @@ use super::accept::Acceptor;
 use super::{Control, Shared};
 use crate::auth::CredentialStore;
 use crate::config::{Config, RelayMode};
-use crate::connection::{self, Connection, Ctx, Step};
+use crate::connection::{self, Connection, Ctx, Lookups, Resolution, Step};
+use crate::dns::{DnsClient, DnsConfig, Waiter};
 use crate::limits;
 use crate::net::Readiness;
 use crate::resolver::Resolver;
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
+
+/// The in-loop DNS client as a connection's [`Lookups`]: its sockets need the registry.
+struct InLoopNames<'a> {
+    client: &'a mut DnsClient,
+    registry: &'a Registry,
+}
+
+impl Lookups for InLoopNames<'_> {
+    fn lookup(&mut self, host: &str, key: usize, conn: u64, now: std::time::Instant) {
+        self.client.lookup(self.registry, host, Waiter { key, conn }, now);
+    }
+}
 
 /// Size of the loop-owned read buffer every relay shares: 64 KiB, plus room to put a UDP
 /// header in front of the largest datagram without copying it.
@@ -54,7 +67,10 @@ pub struct EventLoop {
     /// Connections accepted so far (their ids derive from it).
     accepted: u64,
     timers: Timers,
+    /// The system resolver on helper threads (without `--nameserver`).
     resolver: Resolver,
+    /// The in-loop DNS client (with `--nameserver`).
+    dns: Option<DnsClient>,
     /// The relay's copy buffer, shared by every connection of this loop. Allocated when the
     /// first connection is driven: `calloc` zeroes (touches) it, and a proxy nobody has used
     /// yet should not carry those pages in its RSS.
@@ -85,6 +101,11 @@ impl EventLoop {
         let acceptor = Acceptor::new(listeners, poll.registry())?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let resolver = Resolver::new(config.resolver_threads, Arc::clone(&waker));
+        let dns = if config.in_loop_dns() {
+            Some(DnsClient::new(DnsConfig::new(config.nameservers.clone()))?)
+        } else {
+            None
+        };
         // The fd limit and --max-connections are per process: each loop gets its share.
         let nofile = limits::nofile_limit();
         let fd_cap = limits::connections_for_fd_limit(nofile);
@@ -103,6 +124,7 @@ impl EventLoop {
             accepted: 0,
             timers: Timers::default(),
             resolver,
+            dns,
             scratch: Box::default(),
             #[cfg(target_os = "linux")]
             pipes,
@@ -149,6 +171,7 @@ impl EventLoop {
             }
             self.drive_ready_again();
             self.fire_timers();
+            self.fire_dns_timers();
             self.deliver_answers();
             let freed = self.remove_closed();
             self.resume_accepting(freed);
@@ -180,7 +203,8 @@ impl EventLoop {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline]
+        let dns = self.dns.as_ref().and_then(DnsClient::next_deadline);
+        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline, dns]
             .into_iter()
             .flatten()
             .min()
@@ -191,6 +215,12 @@ impl EventLoop {
         match token::decode(event.token()) {
             Target::Waker => {} // answers and the stop flag are checked every pass
             Target::Listener(_) => self.accept(),
+            Target::Dns(index) => {
+                // Its answers are handed out with the resolver's, after the events.
+                if let Some(dns) = self.dns.as_mut() {
+                    dns.on_ready(self.poll.registry(), index, self.now);
+                }
+            }
             Target::Conn(key, side) => {
                 // Every event is a hint: the connection may be gone or closing already.
                 match self.conns.get_mut(key) {
@@ -208,7 +238,7 @@ impl EventLoop {
         key: usize,
         f: impl FnOnce(&mut Connection<Registry>, &mut Ctx<'_, Registry>) -> Step,
     ) {
-        let EventLoop { poll, conns, timers, resolver, scratch, config, credentials, now, .. } = self;
+        let EventLoop { poll, conns, timers, resolver, dns, scratch, config, credentials, now, .. } = self;
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.is_closed() {
             return;
@@ -216,9 +246,17 @@ impl EventLoop {
         if scratch.is_empty() {
             *scratch = vec![0; SCRATCH_SIZE].into_boxed_slice();
         }
+        let mut in_loop;
+        let names: &mut dyn Lookups = match dns {
+            Some(client) => {
+                in_loop = InLoopNames { client, registry: poll.registry() };
+                &mut in_loop
+            }
+            None => resolver,
+        };
         let mut ctx = Ctx {
             net: poll.registry(),
-            resolver,
+            names,
             timers,
             scratch,
             #[cfg(target_os = "linux")]
@@ -263,18 +301,36 @@ impl EventLoop {
         }
     }
 
+    /// The in-loop DNS client's retries and timeouts that are due.
+    fn fire_dns_timers(&mut self) {
+        if let Some(dns) = self.dns.as_mut()
+            && dns.next_deadline().is_some_and(|at| at <= self.now)
+        {
+            dns.on_timer(self.poll.registry(), self.now);
+        }
+    }
+
+    /// Hand the resolver threads' and the DNS client's answers to their connections.
     fn deliver_answers(&mut self) {
         while let Some(answer) = self.resolver.try_answer() {
-            let key = answer.key;
-            match self.conns.get(key) {
-                Some(conn) if conn.id == answer.conn => {}
-                _ => continue, // late answer for a connection that is gone
-            }
-            self.with_conn(key, |conn, ctx| {
-                conn.on_resolved(ctx, &answer.host, answer.result);
-                conn.drive(ctx)
-            });
+            let ips = answer.result.map(|addrs| addrs.iter().map(SocketAddr::ip).collect());
+            self.deliver(answer.key, answer.conn, &answer.host, Resolution::All(ips));
         }
+        while let Some(answer) = self.dns.as_mut().and_then(DnsClient::pop_answer) {
+            let Waiter { key, conn } = answer.waiter;
+            self.deliver(key, conn, &answer.name, Resolution::Family(answer.family, answer.result));
+        }
+    }
+
+    fn deliver(&mut self, key: usize, id: u64, host: &str, answer: Resolution) {
+        match self.conns.get(key) {
+            Some(conn) if conn.id == id => {}
+            _ => return, // a late answer for a connection that is gone
+        }
+        self.with_conn(key, |conn, ctx| {
+            conn.on_resolved(ctx, host, answer);
+            conn.drive(ctx)
+        });
     }
 
     /// Accept until the backlogs are empty, the cap is reached, or descriptors run out.

@@ -6,6 +6,7 @@ mod bind;
 mod cli;
 mod connect;
 mod curl;
+mod dns;
 mod exhaustion;
 mod faults;
 mod handshake;
