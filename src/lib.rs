@@ -31,4 +31,4 @@ pub mod timer;
 pub mod token;
 
 pub use config::{Config, RelayMode};
-pub use server::{Server, StartError, Stopper};
+pub use server::{Heartbeats, Launch, Server, StartError, Stopper};
