@@ -27,6 +27,7 @@ mod relay;
 pub mod resolver;
 mod server;
 pub mod sim;
+pub mod systemd;
 pub mod timer;
 pub mod token;
 
