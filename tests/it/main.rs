@@ -19,5 +19,6 @@ mod scale;
 mod soak;
 mod socks4;
 mod support;
+mod systemd;
 mod timeouts;
 mod udp;
