@@ -336,8 +336,19 @@ fn unit_files_pass_systemd_analyze_verify() {
     let socket_unit = std::fs::read_to_string(units.join("socksloop.socket")).unwrap();
     let service = std::fs::read_to_string(units.join("socksloop.service")).unwrap();
     let exec_start = "ExecStart=/usr/local/bin/socksloop ";
-    assert_eq!(service.matches(exec_start).count(), 1, "one ExecStart, of the installed binary");
-    let service = service.replace(exec_start, &format!("ExecStart={} ", env!("CARGO_BIN_EXE_socksloop")));
+    assert_eq!(
+        service.lines().filter(|l| l.starts_with(exec_start)).count(),
+        1,
+        "one ExecStart, of the installed binary"
+    );
+    let built = format!("ExecStart={} ", env!("CARGO_BIN_EXE_socksloop"));
+    let service: String = service
+        .lines()
+        .map(|l| match l.strip_prefix(exec_start) {
+            Some(rest) => format!("{built}{rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
     std::fs::write(dir.join("socksloop.socket"), socket_unit).unwrap();
     std::fs::write(dir.join("socksloop.service"), service).unwrap();
 
