@@ -28,6 +28,7 @@ mod relay;
 pub mod resolver;
 mod server;
 pub mod sim;
+pub mod systemd;
 pub mod timer;
 pub mod token;
 
@@ -40,4 +41,4 @@ pub mod dns_fuzz {
     pub use crate::dns::Family;
     pub use crate::dns::wire::{Question, Reply, parse_reply};
 }
-pub use server::{Server, StartError, Stopper};
+pub use server::{Heartbeats, Launch, Server, StartError, Stopper};

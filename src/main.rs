@@ -2,18 +2,29 @@
 //!
 //! Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 1 when the server cannot start or the
 //! loop fails, 2 for a bad command line.
+//!
+//! Under systemd it also takes the sockets of a socket unit and tells systemd how it is
+//! doing (`socksloop::systemd`).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use socksloop::auth::CredentialStore;
 use socksloop::config::{self, Action};
-use socksloop::{Server, Stopper, limits};
+use socksloop::systemd::{self, Notifier, Watchdog, message};
+use socksloop::{Launch, Server, Stopper, limits};
 use std::sync::Arc;
 
 fn main() -> ExitCode {
-    let mut config = match config::parse_args(std::env::args_os().skip(1).collect()) {
+    // SAFETY: this is the first thing the process does, and no thread exists yet (logging,
+    // the signal handlers, the loops and their resolver threads all start below), so nothing
+    // can read the environment while systemd's variables are removed from it.
+    let from_systemd = unsafe { systemd::Environment::take() };
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let listen_given = systemd::listen_flag_given(&args);
+    let mut config = match config::parse_args(args) {
         Ok(Action::Run(config)) => *config,
         Ok(Action::PrintHelp) => {
             print!("{}", config::HELP);
@@ -46,6 +57,33 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
+    let pid = std::process::id();
+    let inherited = match inherited_listeners(&from_systemd, pid) {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            eprintln!("socksloop: error: socket activation: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !inherited.is_empty() && !listen_given {
+        // The socket unit says where to listen: it replaces the default address.
+        config.listen.clear();
+    }
+    let notifier = from_systemd.notify_socket.as_deref().and_then(|value| match Notifier::new(value) {
+        Ok(notifier) => Some(Arc::new(notifier)),
+        Err(e) => {
+            log::warn!("not notifying systemd: {e}");
+            None
+        }
+    });
+    let watchdog_period = match from_systemd.watchdog(pid) {
+        // Without a notify socket there is nobody to ping.
+        Ok(period) => period.filter(|_| notifier.is_some()),
+        Err(e) => {
+            log::warn!("not pinging the systemd watchdog: {e}");
+            None
+        }
+    };
     // Install the handlers before anything else can fail or be signalled: a SIGHUP that
     // arrived before them would kill the process (its default action).
     let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
@@ -59,7 +97,10 @@ fn main() -> ExitCode {
     // last one ends (a stop, a finished drain, an error), they close the signal iterator so
     // this thread can collect their result. No thread sits idle only to wait for another.
     let signal_handle = signals.handle();
-    let server = match Server::start_with_exit_hook(config, move || signal_handle.close()) {
+    // With a watchdog each loop wakes every quarter period and the pings go out every half,
+    // so a healthy loop has gone round about twice between pings.
+    let launch = Launch { inherited, wake_every: watchdog_period.map(|period| period / 4) };
+    let server = match Server::launch(config, launch, move || signal_handle.close()) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("socksloop: error: {e}");
@@ -69,8 +110,26 @@ fn main() -> ExitCode {
     for addr in server.local_addrs() {
         log::info!("listening on {addr}");
     }
-    handle_signals(signals, &server.stopper(), server.credential_store());
-    match server.wait() {
+    let notify = Notify { notifier: notifier.clone(), pid, status: message::listening(server.local_addrs()) };
+    notify.ready();
+    let watchdog = match (notifier, watchdog_period) {
+        (Some(notifier), Some(period)) => {
+            let alive = systemd::loops_went_round(server.heartbeats());
+            log::info!(
+                "systemd watchdog: {:.1} s; pinging every {:.1} s",
+                period.as_secs_f64(),
+                period.as_secs_f64() / 2.0
+            );
+            Watchdog::spawn(notifier, period, alive)
+                .map_err(|e| log::warn!("not pinging the systemd watchdog: cannot start its thread: {e}"))
+                .ok()
+        }
+        _ => None,
+    };
+    handle_signals(signals, &server.stopper(), server.credential_store(), &notify);
+    let result = server.wait();
+    drop(watchdog);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
@@ -91,10 +150,59 @@ fn env_user() -> Result<Option<(String, String)>, String> {
     }
 }
 
-/// SIGHUP reloads credentials. The first SIGINT/SIGTERM drains (no new clients, open ones
-/// get the grace period); a second one stops at once. Returns after that second signal, or
-/// when the loops have ended and closed `signals`.
-fn handle_signals(mut signals: Signals, stopper: &Stopper, credentials: Option<Arc<CredentialStore>>) {
+/// Take the listening sockets systemd passed (socket activation), if it passed any to us.
+fn inherited_listeners(
+    from_systemd: &systemd::Environment,
+    pid: u32,
+) -> Result<Vec<std::net::TcpListener>, systemd::ActivationError> {
+    let fds = from_systemd.listen_fds(pid)?;
+    // SAFETY: `listen_fds` found these descriptors passed to this very process (LISTEN_PID),
+    // nothing in the process has opened or claimed them, and this is the one call that
+    // takes them.
+    let activated = unsafe { systemd::adopt(&fds) }?;
+    Ok(activated
+        .into_iter()
+        .map(|socket| {
+            log::info!(
+                "socket activation: using inherited socket {}, a TCP listener on {}",
+                socket.fd,
+                socket.addr
+            );
+            socket.listener
+        })
+        .collect())
+}
+
+/// What the signal loop tells systemd, if it is listening (`NOTIFY_SOCKET`).
+struct Notify {
+    notifier: Option<Arc<Notifier>>,
+    pid: u32,
+    /// `STATUS=` while running: the addresses listened on.
+    status: String,
+}
+
+impl Notify {
+    fn send(&self, message: &str) {
+        if let Some(notifier) = &self.notifier {
+            notifier.send(message);
+        }
+    }
+
+    fn ready(&self) {
+        self.send(&message::ready(self.pid, &self.status));
+    }
+}
+
+/// SIGHUP reloads credentials (between `RELOADING=1` and `READY=1`). The first SIGINT/SIGTERM
+/// drains (`STOPPING=1`; no new clients, open ones get the grace period); a second one stops
+/// at once. Returns after that second signal, or when the loops have ended and closed
+/// `signals`.
+fn handle_signals(
+    mut signals: Signals,
+    stopper: &Stopper,
+    credentials: Option<Arc<CredentialStore>>,
+    notify: &Notify,
+) {
     let mut draining = false;
     for signal in signals.forever() {
         if signal != SIGHUP {
@@ -104,9 +212,14 @@ fn handle_signals(mut signals: Signals, stopper: &Stopper, credentials: Option<A
                 return;
             }
             log::info!("signal {signal} received; draining (send it again to stop at once)");
+            notify.send(&message::stopping());
             stopper.drain();
             draining = true;
             continue;
+        }
+        // While draining, systemd is stopping the service: a READY=1 would contradict it.
+        if !draining {
+            notify.send(&message::reloading(systemd::monotonic_usec()));
         }
         match &credentials {
             Some(store) => match store.reload() {
@@ -114,6 +227,9 @@ fn handle_signals(mut signals: Signals, stopper: &Stopper, credentials: Option<A
                 Err(e) => log::error!("SIGHUP: keeping the old credentials: {e}"),
             },
             None => log::info!("SIGHUP: no auth file configured; nothing to reload"),
+        }
+        if !draining {
+            notify.ready();
         }
     }
 }

@@ -18,7 +18,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -88,6 +88,10 @@ pub struct EventLoop {
     /// Set once draining has begun: when it must end.
     drain_deadline: Option<Instant>,
     now: Instant,
+    /// Bumped every pass: the systemd watchdog's proof that this loop goes round.
+    heartbeat: Arc<AtomicU64>,
+    /// Wake at least this often even when idle (set when a watchdog is watching).
+    wake_every: Option<Duration>,
 }
 
 impl EventLoop {
@@ -135,6 +139,8 @@ impl EventLoop {
             control: shared.control,
             drain_deadline: None,
             now: Instant::now(),
+            heartbeat: shared.heartbeat,
+            wake_every: shared.wake_every,
         })
     }
 
@@ -166,6 +172,7 @@ impl EventLoop {
                 return Err(e);
             }
             self.now = Instant::now();
+            self.heartbeat.fetch_add(1, Ordering::Relaxed);
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -197,14 +204,16 @@ impl EventLoop {
         }
     }
 
-    /// Sleep until the next deadline, not at all if work is left over.
+    /// Sleep until the next deadline (or the watchdog's wake-up), not at all if work is left
+    /// over.
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.ready_again.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
         let dns = self.dns.as_ref().and_then(DnsClient::next_deadline);
-        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline, dns]
+        let wake = self.wake_every.map(|every| now + every);
+        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline, dns, wake]
             .into_iter()
             .flatten()
             .min()

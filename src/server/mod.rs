@@ -12,10 +12,12 @@ mod event_loop;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use mio::Waker;
+use mio::net::TcpListener;
 
 use crate::auth::{AuthFileError, CredentialStore};
 use crate::config::Config;
@@ -96,11 +98,37 @@ impl Stopper {
     }
 }
 
+/// What a server starts with besides its [`Config`]: what the process was handed rather
+/// than asked for on the command line (systemd's sockets and watchdog).
+#[derive(Debug, Default)]
+pub struct Launch {
+    /// Listening sockets inherited from systemd (socket activation), served beside
+    /// `config.listen`; nonblocking. With several workers each worker accepts from a
+    /// duplicate of each: see [`Server::launch`].
+    pub inherited: Vec<std::net::TcpListener>,
+    /// Wake every loop at least this often, even when idle, so that its heartbeat shows it
+    /// alive (the systemd watchdog). `None`: sleep until there is work.
+    pub wake_every: Option<Duration>,
+}
+
+/// Each event loop's pass counter, bumped once per pass: proof that the loops go round (the
+/// systemd watchdog reads it). A loop that has ended reads [`u64::MAX`].
+#[derive(Clone, Debug)]
+pub struct Heartbeats(Vec<Arc<AtomicU64>>);
+
+impl Heartbeats {
+    /// Every loop's counter now, in worker order.
+    pub fn read(&self) -> Vec<u64> {
+        self.0.iter().map(|beat| beat.load(Ordering::Relaxed)).collect()
+    }
+}
+
 /// A running server.
 pub struct Server {
     local_addrs: Vec<SocketAddr>,
     credentials: Option<Arc<CredentialStore>>,
     stopper: Stopper,
+    heartbeats: Heartbeats,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
@@ -121,11 +149,33 @@ impl Server {
         config: Config,
         on_exit: impl Fn() + Send + Sync + 'static,
     ) -> Result<Server, StartError> {
+        Server::launch(config, Launch::default(), on_exit)
+    }
+
+    /// [`Server::start_with_exit_hook`] with what the process inherited ([`Launch`]).
+    ///
+    /// An inherited socket cannot be bound again per worker with `SO_REUSEPORT`: it is one
+    /// socket with one accept queue. Every worker gets a duplicate descriptor of it
+    /// (`try_clone`, the same socket) and the original is closed. Each loop registers its descriptor with its own epoll,
+    /// a new client wakes every loop, and whichever accepts first serves it; the others find
+    /// the queue empty (`WouldBlock`). That costs a wasted wakeup per worker per burst of
+    /// clients, small at a few workers, and keeps every worker serving the activated address.
+    pub fn launch(
+        config: Config,
+        launch: Launch,
+        on_exit: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Server, StartError> {
+        let mut inherited = Vec::with_capacity(launch.inherited.len());
+        for listener in launch.inherited {
+            let addr = listener.local_addr().map_err(StartError::Setup)?;
+            inherited.push((addr, listener));
+        }
         if !config.auth.is_configured()
             && !config.allow_open_proxy
-            && let Some(&open) = config.listen.iter().find(|a| !a.ip().is_loopback())
+            && let Some(open) =
+                config.listen.iter().chain(inherited.iter().map(|(a, _)| a)).find(|a| !a.ip().is_loopback())
         {
-            return Err(StartError::OpenProxy(open));
+            return Err(StartError::OpenProxy(*open));
         }
         let credentials = if config.auth.is_configured() {
             Some(Arc::new(CredentialStore::open(config.auth.clone()).map_err(StartError::Auth)?))
@@ -148,12 +198,27 @@ impl Server {
                 }
                 listeners.push(listener);
             }
+            for (addr, listener) in &inherited {
+                // A duplicate descriptor of the same socket (close-on-exec, nonblocking like it).
+                let listener =
+                    listener.try_clone().map_err(|source| StartError::Listen { addr: *addr, source })?;
+                listeners.push(TcpListener::from_std(listener));
+            }
             listener_sets.push(listeners);
         }
+        local_addrs.extend(inherited.iter().map(|(addr, _)| *addr));
+        // The originals close here; each worker holds its own descriptor of the same socket.
+        drop(inherited);
         let control = Arc::new(Control::default());
+        let heartbeats = Heartbeats((0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect());
         let mut loops = Vec::with_capacity(workers);
         for (index, listeners) in listener_sets.into_iter().enumerate() {
-            let shared = Shared { credentials: credentials.clone(), control: Arc::clone(&control) };
+            let shared = Shared {
+                credentials: credentials.clone(),
+                control: Arc::clone(&control),
+                heartbeat: Arc::clone(&heartbeats.0[index]),
+                wake_every: launch.wake_every,
+            };
             let worker = EventLoop::new(config.clone(), listeners, shared, (index, workers))
                 .map_err(StartError::Setup)?;
             loops.push(worker);
@@ -164,8 +229,11 @@ impl Server {
         for worker in loops {
             let name = format!("socksloop-loop-{}", worker.index());
             let notice = Arc::clone(&exit_notice);
+            let heartbeat = Arc::clone(&heartbeats.0[worker.index()]);
             let run = move || {
                 let result = worker.run();
+                // A finished loop has nothing left to prove to the watchdog.
+                heartbeat.store(u64::MAX, Ordering::Relaxed);
                 drop(notice); // the last loop to let go of it calls on_exit
                 result
             };
@@ -177,7 +245,7 @@ impl Server {
                 }
             }
         }
-        Ok(Server { local_addrs, credentials, stopper, threads })
+        Ok(Server { local_addrs, credentials, stopper, heartbeats, threads })
     }
 
     /// Re-read the credentials (SIGHUP). On error the old ones stay in force.
@@ -197,6 +265,11 @@ impl Server {
     /// The addresses actually bound (with the real port when 0 was asked for).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The loops' pass counters (for the systemd watchdog).
+    pub fn heartbeats(&self) -> Heartbeats {
+        self.heartbeats.clone()
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -243,6 +316,10 @@ impl Drop for Server {
 pub(crate) struct Shared {
     pub(crate) credentials: Option<Arc<CredentialStore>>,
     pub(crate) control: Arc<Control>,
+    /// This loop's pass counter ([`Heartbeats`]).
+    pub(crate) heartbeat: Arc<AtomicU64>,
+    /// [`Launch::wake_every`].
+    pub(crate) wake_every: Option<Duration>,
 }
 
 /// Calls its hook when the last clone is dropped, that is when the last event loop thread

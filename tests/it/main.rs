@@ -21,5 +21,6 @@ mod scale;
 mod soak;
 mod socks4;
 mod support;
+mod systemd;
 mod timeouts;
 mod udp;
