@@ -109,6 +109,8 @@ impl<L: Listener> BindWaiting<L> {
         let Carry { mut out, early } = std::mem::take(&mut self.carry);
         out.queue(&command_reply(summary.dialect, Reply::Succeeded, Some(peer)));
         summary.reply = Some(Reply::Succeeded);
+        summary.connected = Some(peer);
+        summary.local = self.listener.socket.local_addr().ok();
         let control = out.pending();
         Outcome::Go(Phase::Relaying(Relay::new(
             End::new(peer_stream, Readiness::BOTH),

@@ -272,6 +272,8 @@ impl<S: Stream> Connecting<S> {
         let Carry { mut out, early } = std::mem::take(&mut self.carry);
         out.queue(&command_reply(summary.dialect, Reply::Succeeded, bound));
         summary.reply = Some(Reply::Succeeded);
+        summary.connected = Some(winner.addr);
+        summary.local = bound;
         let mut upstream = winner.end;
         upstream.ready.writable = true;
         if let Err(e) = upstream.socket.set_keepalive(ctx.config.tcp_keepalive) {

@@ -271,7 +271,7 @@ impl Handshake {
         &mut self,
         client: &mut End<N::Stream>,
         ctx: &Ctx<'_, N>,
-        summary: &Summary,
+        summary: &mut Summary,
     ) -> Parsed<N> {
         let (accepted, used) = match protocol::parse_auth_request(self.filled()) {
             Parse::Partial => return Parsed::Partial,
@@ -287,6 +287,8 @@ impl Handshake {
                         String::from_utf8_lossy(request.username).escape_debug(),
                         summary.client_addr
                     );
+                } else {
+                    summary.user = Some(String::from_utf8_lossy(request.username).into());
                 }
                 (accepted, used)
             }
@@ -353,6 +355,7 @@ impl Handshake {
         if let Some(why) = policy::socks4_refusal(ctx.config, ctx.credentials.is_some()) {
             log::info!("conn {}: refused SOCKS4 client {}: {why}", ctx.conn, summary.client_addr);
             summary.target = Some(target);
+            summary.command = Some(command);
             return Parsed::Finished(reject(
                 summary,
                 std::mem::take(&mut self.out),

@@ -36,6 +36,7 @@ mod handshake;
 mod policy;
 mod rejecting;
 mod relaying;
+mod report;
 mod request;
 mod udp;
 
@@ -50,7 +51,7 @@ use crate::auth::CredentialStore;
 use crate::config::Config;
 use crate::dns::{DnsError, Family};
 use crate::net::{End, Net, Readiness, SocketId};
-use crate::protocol::{Reply, TargetAddr};
+use crate::protocol::{Command, Reply, TargetAddr};
 use crate::relay::{Movers, Outbox};
 use crate::resolver::Resolver;
 use crate::timer::{Deadline, Timers};
@@ -63,9 +64,10 @@ use handshake::Handshake;
 pub use policy::{Dialect, reply_for_error};
 use rejecting::Rejecting;
 use relaying::Relay;
+pub use report::Report;
 use request::Resolving;
-pub use udp::HEADER_ROOM;
 use udp::UdpAssociated;
+pub use udp::{HEADER_ROOM, UdpStats};
 
 /// How long a rejected client gets to read its reply and close before we cut it off.
 const LINGER: Duration = Duration::from_secs(2);
@@ -162,13 +164,20 @@ impl<N: Net> Ctx<'_, N> {
     }
 }
 
-/// What the finish log line tells about a connection, filled in as it goes.
+/// What the connection's [`Report`] will tell, filled in as it goes.
 #[derive(Debug)]
 struct Summary {
     client_addr: SocketAddr,
     dialect: Dialect,
+    /// The authenticated user (RFC 1929).
+    user: Option<Box<str>>,
+    command: Option<Command>,
     target: Option<TargetAddr>,
     reply: Option<Reply>,
+    /// The address actually connected to (CONNECT's winner, BIND's peer).
+    connected: Option<SocketAddr>,
+    /// Our side of the outbound socket (the egress address).
+    local: Option<SocketAddr>,
     started: Instant,
 }
 
@@ -264,8 +273,12 @@ impl<N: Net> Connection<N> {
             summary: Summary {
                 client_addr,
                 dialect: Dialect::Socks5,
+                user: None,
+                command: None,
                 target: None,
                 reply: None,
+                connected: None,
+                local: None,
                 started: now,
             },
         }
@@ -432,32 +445,31 @@ impl<N: Net> Connection<N> {
         self.phase = next;
     }
 
-    /// The one log line written for every finished connection.
-    pub fn log_finish(&self, reason: CloseReason, now: Instant) {
-        // Formatting costs even when the line is filtered out: skip it at --log-level warn.
-        if !log::log_enabled!(log::Level::Info) {
-            return;
-        }
+    /// What this connection did, for the access log and the metrics, as it closes.
+    pub fn report(&self, reason: CloseReason, now: Instant) -> Report<'_> {
         let s = &self.summary;
-        let target = s.target.as_ref().map_or_else(|| "-".to_string(), ToString::to_string);
-        let reply = s.reply.map_or_else(|| "-".to_string(), |r| r.to_string());
-        let (up, down) = match &self.phase {
+        let (bytes_up, bytes_down) = match &self.phase {
             Phase::Relaying(relay) => relay.payload_bytes(),
             _ => (0, 0),
         };
-        if let Phase::UdpAssociated(udp) = &self.phase {
-            udp.log_stats(self.id);
+        let udp = match &self.phase {
+            Phase::UdpAssociated(udp) => Some(udp.stats()),
+            _ => None,
+        };
+        Report {
+            id: self.id,
+            client: s.client_addr,
+            user: s.user.as_deref(),
+            command: s.command,
+            target: s.target.as_ref(),
+            connected: s.connected,
+            local: s.local,
+            reply: s.reply,
+            bytes_up,
+            bytes_down,
+            udp,
+            duration: now.saturating_duration_since(s.started),
+            reason,
         }
-        log::info!(
-            "conn {}: {} -> {} reply {} up {} B down {} B in {:.3} s ({})",
-            self.id,
-            s.client_addr,
-            target,
-            reply,
-            up,
-            down,
-            now.saturating_duration_since(s.started).as_secs_f64(),
-            reason
-        );
     }
 }

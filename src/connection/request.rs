@@ -41,6 +41,7 @@ pub fn start<N: Net>(
 ) -> Outcome<N> {
     log::debug!("conn {}: {:?} {}", ctx.conn, command, target);
     summary.target = Some(target.clone());
+    summary.command = Some(command);
     if command == Command::UdpAssociate {
         return udp::begin(target.port(), carry.out, client, ctx, summary);
     }

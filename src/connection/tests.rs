@@ -761,7 +761,8 @@ fn a_reply_the_client_cannot_take_yet_waits_and_is_delivered_in_order() {
 
 #[test]
 fn an_idle_relay_is_small() {
-    // What a relaying connection costs in the slab (docs/architecture.md quotes it).
+    // What a relaying connection costs in the slab (docs/architecture.md quotes it): 416
+    // bytes, of which 80 are the report's (user, command, connected and local addresses).
     let size = std::mem::size_of::<Connection<mio::Registry>>();
-    assert!(size <= 384, "Connection<Registry> is {size} bytes");
+    assert!(size <= 448, "Connection<Registry> is {size} bytes");
 }

@@ -42,7 +42,7 @@ const DATAGRAM_BUDGET: usize = 64;
 const MAX_QUEUED_PER_NAME: usize = 16;
 const MAX_NAMES: usize = 64;
 
-/// What happened to datagrams, for the connection's log line.
+/// What happened to a UDP association's datagrams, for its report.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UdpStats {
     pub to_targets: u64,
@@ -144,6 +144,7 @@ pub fn begin<N: Net>(
     }
     out.queue(&command_reply(summary.dialect, Reply::Succeeded, advertised));
     summary.reply = Some(Reply::Succeeded);
+    summary.local = upstream_side.local_addr().ok();
     Outcome::Go(Phase::UdpAssociated(Box::new(UdpAssociated {
         client_side: End::new(client_side, Readiness::BOTH),
         upstream_side: End::new(upstream_side, Readiness::BOTH),
@@ -169,18 +170,9 @@ impl<D: Datagram> UdpAssociated<D> {
         self.out.capacity()
     }
 
-    /// The datagram counters, as one log line.
-    pub fn log_stats(&self, conn: u64) {
-        let s = self.stats;
-        log::info!(
-            "conn {conn}: UDP datagrams to targets {} to client {}; dropped: fragmented {} foreign {} denied {} other {}",
-            s.to_targets,
-            s.to_client,
-            s.dropped_fragmented,
-            s.dropped_foreign,
-            s.dropped_denied,
-            s.dropped_other
-        );
+    /// The datagram counts so far.
+    pub fn stats(&self) -> UdpStats {
+        self.stats
     }
 
     /// Relay datagrams both ways; the TCP connection only signals the end.

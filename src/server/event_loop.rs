@@ -280,7 +280,10 @@ impl EventLoop {
             Step::Wait => {}
             Step::Again => self.ready_again.push(key),
             Step::Close(reason) => {
-                conn.log_finish(reason, *now);
+                // Formatting costs even when the line is filtered out: skip it at warn.
+                if log::log_enabled!(log::Level::Info) {
+                    log::info!("{}", conn.report(reason, *now));
+                }
                 conn.mark_closed();
                 self.closing.push(key);
             }
