@@ -62,6 +62,9 @@ pub struct Config {
     /// Nameservers for the in-loop DNS client, tried in turn; empty: the system resolver
     /// (`getaddrinfo` on helper threads).
     pub nameservers: Vec<SocketAddr>,
+    /// The ports UDP ASSOCIATE's client-facing sockets may use (inclusive), so they can be
+    /// forwarded through NAT or published by a container; `None`: any ephemeral port.
+    pub udp_ports: Option<(u16, u16)>,
 }
 
 /// Which address family a connect tries first (`--prefer-family`).
@@ -123,6 +126,7 @@ impl Default for Config {
             tcp_keepalive: Some(Duration::from_secs(60)),
             proxy_protocol: Vec::new(),
             nameservers: Vec::new(),
+            udp_ports: None,
         }
     }
 }
@@ -213,6 +217,9 @@ AUTHENTICATION AND ACCESS:
 PROTOCOL:
     --udp-advertise ADDR        IP address to announce in UDP ASSOCIATE replies (when the
                                 proxy is behind NAT) [default: the address the client reached]
+    --udp-ports LOW-HIGH        UDP ASSOCIATE relays listen for clients on ports in this range
+                                (to forward through NAT or publish from a container); an
+                                association that finds it full gets reply 01 [default: any]
     --no-socks4                 Refuse SOCKS4 and SOCKS4a clients
     --socks4-without-auth       Serve SOCKS4 even with --auth-file (SOCKS4 has no passwords,
                                 so those clients bypass authentication)
@@ -285,6 +292,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
         s.parse::<IpAddr>()
             .map_err(|_| format!("invalid value '{s}' for --udp-advertise: expected an IP address"))
     })?;
+    config.udp_ports = take(&mut args, "--udp-ports", parse_port_range)?;
     if let Some(mode) = take(&mut args, "--relay", parse_relay_mode)? {
         config.relay_mode = mode;
     }
@@ -368,6 +376,18 @@ fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
         "trace" => Ok(log::LevelFilter::Trace),
         _ => Err(format!("invalid value '{s}' for --log-level: expected error, warn, info, debug or trace")),
     }
+}
+
+/// `LOW-HIGH`, inclusive, 1 <= LOW <= HIGH <= 65535.
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("invalid value '{s}' for --udp-ports: expected LOW-HIGH such as 40000-40999");
+    let (low, high) = s.split_once('-').ok_or_else(bad)?;
+    let (low, high) =
+        (low.trim().parse::<u16>().map_err(|_| bad())?, high.trim().parse::<u16>().map_err(|_| bad())?);
+    if low == 0 || low > high {
+        return Err(bad());
+    }
+    Ok((low, high))
 }
 
 /// `IP`, `IP:PORT` or `[IPv6]:PORT`; the port defaults to 53.
@@ -554,6 +574,17 @@ mod tests {
         ] {
             let err = parse(args).expect_err("bad value");
             assert!(err.0.contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn udp_port_range() {
+        assert_eq!(config(&[]).udp_ports, None);
+        assert_eq!(config(&["--udp-ports", "40000-40999"]).udp_ports, Some((40000, 40999)));
+        assert_eq!(config(&["--udp-ports", "5000-5000"]).udp_ports, Some((5000, 5000)));
+        for bad in ["40000", "0-10", "20-10", "1-70000", "a-b"] {
+            let err = parse(&["--udp-ports", bad]).expect_err(bad);
+            assert!(err.0.contains("--udp-ports"), "{err}");
         }
     }
 

@@ -437,6 +437,12 @@ impl Net for SimNet {
     }
 
     fn bind_datagram(&self, at: DatagramBind, id: SocketId) -> io::Result<SimDatagram> {
+        if let DatagramBind::At(addr) = at
+            && addr.port() != 0
+            && self.0.borrow().datagrams.iter().any(|(_, d)| d.addr() == addr)
+        {
+            return Err(io::ErrorKind::AddrInUse.into()); // a simulated port stays taken
+        }
         let script = DatagramScript::default();
         let addr = match at {
             DatagramBind::At(addr) => addr,

@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::*;
 use crate::acl::Cidr;
 use crate::auth::AuthSource;
-use crate::net::Stream as _;
+use crate::net::{Net as _, Stream as _};
 use crate::protocol::encode_udp_header;
 use crate::sim::{ConnectPlan, DatagramScript, ListenerScript, Script, SimNet};
 use crate::token::UPSTREAM_SLOTS;
@@ -723,6 +723,29 @@ fn udp_association_relays_both_ways_and_ends_with_the_control_connection() {
     rig.client.close();
     rig.conn.on_ready(Side::Client, Readiness::READABLE);
     assert_eq!(rig.drive(), &Step::Close(CloseReason::UdpEndedByClient));
+}
+
+#[test]
+fn udp_ports_confine_the_client_side_and_a_full_range_is_01() {
+    let associate = |rig: &mut Rig| {
+        rig.client_sends(&[5, 1, 0]);
+        rig.client_got();
+        rig.client_sends(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
+    };
+    let mut rig = Rig::with(|c| c.udp_ports = Some((40_000, 40_001)));
+    associate(&mut rig);
+    assert_eq!(rig.phase(), "UdpAssociated");
+    let port = rig.net.datagrams()[0].1.addr().port();
+    assert!((40_000..=40_001).contains(&port), "client side on {port}");
+
+    // Both ports taken (by whatever): the association is refused with 01.
+    let mut rig = Rig::with(|c| c.udp_ports = Some((40_000, 40_001)));
+    for port in [40_000, 40_001] {
+        let at = crate::net::DatagramBind::At(SocketAddr::new(CLIENT.ip(), port));
+        rig.net.bind_datagram(at, SocketId { key: 9, side: Side::Aux }).unwrap();
+    }
+    associate(&mut rig);
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 1));
 }
 
 // ---- Rejecting -------------------------------------------------------------------------

@@ -83,6 +83,33 @@ pub struct UdpAssociated<D> {
     out: Outbox,
 }
 
+/// Most ports of a `--udp-ports` range one association tries before giving up (reply 01):
+/// each try is a `bind` on the loop, so a full range of thousands costs a bounded amount.
+const PORT_TRIES: usize = 1024;
+
+/// The client-facing socket: on an ephemeral port, or in `--udp-ports` (the only socket a
+/// client behind NAT, or a container's published ports, must reach; the target-facing one
+/// only sends and gets replies back through the same connection tracking).
+fn bind_client_side<N: Net>(ip: IpAddr, ctx: &Ctx<'_, N>) -> io::Result<N::Datagram> {
+    let id = ctx.socket_id(Side::Aux);
+    let Some((low, high)) = ctx.config.udp_ports else {
+        return ctx.net.bind_datagram(DatagramBind::At(SocketAddr::new(ip, 0)), id);
+    };
+    let span = usize::from(high - low) + 1;
+    // Start somewhere different for each connection, so a busy range is not scanned from its
+    // first port every time.
+    let start = (ctx.conn as usize) % span;
+    for i in 0..span.min(PORT_TRIES) {
+        let port = low + ((start + i) % span) as u16;
+        match ctx.net.bind_datagram(DatagramBind::At(SocketAddr::new(ip, port)), id) {
+            Ok(socket) => return Ok(socket),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AddrInUse, format!("no free port in --udp-ports {low}-{high}")))
+}
+
 /// What a UDP association needs to look names up.
 struct Names<'a> {
     lookups: &'a mut dyn Lookups,
@@ -124,13 +151,10 @@ pub fn begin<N: Net>(
     // `--bind-out`, or from anywhere, dual-stack.
     let upstream_at =
         ctx.config.bind_out.map_or(DatagramBind::DualStack, |ip| DatagramBind::At(SocketAddr::new(ip, 0)));
-    let opened = ctx
-        .net
-        .bind_datagram(DatagramBind::At(SocketAddr::new(local.ip(), 0)), ctx.socket_id(Side::Aux))
-        .and_then(|client_side| {
-            let upstream_side = ctx.net.bind_datagram(upstream_at, ctx.socket_id(Side::Upstream(0)))?;
-            Ok((client_side, upstream_side))
-        });
+    let opened = bind_client_side(local.ip(), ctx).and_then(|client_side| {
+        let upstream_side = ctx.net.bind_datagram(upstream_at, ctx.socket_id(Side::Upstream(0)))?;
+        Ok((client_side, upstream_side))
+    });
     let (client_side, upstream_side) = match opened {
         Ok(sockets) => sockets,
         Err(e) => {

@@ -130,3 +130,28 @@ for host in ("127.0.0.1", "localhost"):
     assert!(output.status.success(), "PySocks UDP failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ok 127.0.0.1") && stdout.contains("ok localhost"), "{stdout}");
 }
+
+#[test]
+fn udp_ports_confine_the_relay_and_a_full_range_gets_01() {
+    // A UDP port free a moment ago: the whole range is this one port.
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let range = format!("{port}-{port}");
+    let server = start_server_with(|c| c.udp_ports = Some((port, port)));
+    let proxy = proxy_addr(&server);
+    let first = associate(proxy, true);
+    assert_eq!(first.relay.port(), port, "the relay listens in --udp-ports {range}");
+    let echo_port = udp_echo(b"");
+    let (_, payload) =
+        round_trip(&first, &Dest::Ip(SocketAddr::from((Ipv4Addr::LOCALHOST, echo_port))), b"in range");
+    assert_eq!(payload, b"in range");
+    // The range is full while the first association lives: 01.
+    let (_control, reply) = udp_associate(proxy, 0);
+    assert_eq!(reply.code, REP_GENERAL_FAILURE, "no free port in {range}");
+    // Once it ends, its port is free again.
+    drop(first);
+    let again = poll_until(TIMEOUT, || {
+        let (control, reply) = udp_associate(proxy, 0);
+        (reply.code == REP_OK).then_some((control, reply))
+    });
+    assert!(again.is_some(), "the port came back after the first association closed");
+}
