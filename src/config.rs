@@ -227,6 +227,15 @@ PROTOCOL:
     -V, --version               Print the version
 
 Timeouts take seconds, fractions allowed (0.5).
+
+ENVIRONMENT:
+    SOCKSLOOP_USER, SOCKSLOOP_PASS   One RFC 1929 user (so no password is on a command line)
+    LISTEN_FDS, NOTIFY_SOCKET, WATCHDOG_USEC
+                                     Set by systemd: socket activation, readiness, watchdog
+
+SIGNALS: SIGINT or SIGTERM drains (a second one stops at once); SIGHUP re-reads the auth
+file. Exit codes: 0 after a stop, 1 when the server cannot start, 2 for a bad command line.
+More in socksloop(8): man -l man/socksloop.8
 ";
 
 /// Parse the process's arguments (without the program name).
