@@ -66,7 +66,10 @@ pub struct TempFile(PathBuf);
 
 impl TempFile {
     pub fn new(name: &str, contents: &str) -> TempFile {
-        let path = std::env::temp_dir().join(format!("socksloop-it-{}-{name}", std::process::id()));
+        // Unique within the process too: tests run in parallel and may ask for the same name.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("socksloop-it-{}-{n}-{name}", std::process::id()));
         std::fs::write(&path, contents).unwrap();
         TempFile(path)
     }
