@@ -21,10 +21,19 @@ WORKLOADS (--workload, comma-separated; `all` = all three):
     throughput   Streams of verified pattern bytes for --duration (or --bytes per stream).
                  Every byte is checked on receipt, uploads by the target. Result: MiB/s.
     connrate     --concurrency clients, each looping: connect, greet, CONNECT, 64-byte
-                 echo, close. Result: connections/s and handshake latency (connect start to
-                 CONNECT success reply) p50 / p99 / max.
+                 echo, close, for --duration (or --count connections in all). Result:
+                 connections/s and handshake latency (connect start to CONNECT success
+                 reply) p50 / p99 / max.
     memory       Open --connections idle relays, then read VmRSS of --pid before and after.
                  Result: KiB per connection.
+
+SERVER CPU (--pid PID, with throughput and connrate):
+    The server's CPU time is read at the start and end of the measured window: the process
+    CPU clock of PID (nanoseconds, every thread, also threads that exited), or, when PID has
+    child processes (a process-per-client server), utime+stime+cutime+cstime of PID and all
+    its descendants from /proc/N/stat (clock ticks). Reported: server CPU seconds per GiB
+    relayed (cpu_s_per_gib; both directions added, like MiB/s) or microseconds per
+    connection (cpu_us_per_conn), and the share of one core it was busy (cpu_share).
 
 OPTIONS:
     --proxy ADDR           SOCKS5 server to measure, e.g. 127.0.0.1:1080
@@ -39,8 +48,12 @@ OPTIONS:
     --bytes SIZE           Throughput: send this much per stream instead of running for
                            --duration (suffixes K, M, G = KiB, MiB, GiB)
     --concurrency LIST     Parallel clients for connrate [default: 1]
+    --count N              Connrate: stop after N connections in all (failed ones count)
+                           instead of running for --duration; e.g. to count syscalls per
+                           connection (scripts/syscalls-per-connection.sh)
     --connections LIST     Idle relays for memory [default: 1000]
-    --pid PID              The server's process, for memory (reads /proc/PID/status)
+    --pid PID              The server's process: memory reads its VmRSS (/proc/PID/status);
+                           throughput and connrate its CPU time (see SERVER CPU)
     --runs N               Repeat each measurement N times and report the median [default: 1]
     --label NAME           Name of the server in the output [default: direct or proxy ADDR]
     --json FILE            Append one JSON object per result to FILE
@@ -52,9 +65,9 @@ Lists are comma-separated and multiply: --streams 1,8 --direction download,both 
 cases. Progress goes to stderr. The tool raises its open-file limit to the hard limit; each
 idle relay costs it one descriptor and its target child one.
 
-EXAMPLE:
-    socksloop-bench --proxy 127.0.0.1:1080 --workload all --streams 1,8 --direction both \\
-        --concurrency 1,64 --connections 1000 --pid 1234 --runs 3 --json results.jsonl
+EXAMPLES:
+    socksloop-bench --proxy 127.0.0.1:1080 --workload throughput,connrate --streams 1,8 \\
+        --direction both --concurrency 1,64 --pid 1234 --runs 3 --json results.jsonl
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +116,8 @@ pub struct Options {
     pub duration: Duration,
     pub limit: Limit,
     pub concurrency: Vec<usize>,
+    /// Connrate: connections in all instead of a duration.
+    pub count: Option<u64>,
     pub connections: Vec<usize>,
     pub pid: Option<u32>,
     pub runs: usize,
@@ -160,6 +175,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     let bytes = opt(&mut args, "--bytes")?.map(|s| size("--bytes", &s)).transpose()?;
     let limit = bytes.map_or(Limit::Time(duration), Limit::Bytes);
     let concurrency = list(&mut args, "--concurrency", "1", |s| positive("--concurrency", s))?;
+    let count = opt(&mut args, "--count")?.map(|s| positive("--count", &s)).transpose()?;
+    let count = count.map(|n| n as u64);
     let connections = list(&mut args, "--connections", "1000", |s| positive("--connections", s))?;
     let pid = opt(&mut args, "--pid")?.map(|s| positive("--pid", &s)).transpose()?;
     let pid = pid.map(|p| u32::try_from(p).map_err(|_| format!("--pid {p} is out of range"))).transpose()?;
@@ -185,6 +202,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
         duration,
         limit,
         concurrency,
+        count,
         connections,
         pid,
         runs,
@@ -281,6 +299,7 @@ mod tests {
         let o = run(&["--proxy", "127.0.0.1:1080", "--streams", "1,8", "--workload", "all"]).unwrap();
         assert_eq!(o.streams, vec![1, 8]);
         assert_eq!(o.workloads.len(), 3);
+        assert_eq!(o.count, None);
         assert_eq!(o.limit, Limit::Time(Duration::from_secs(5)));
         assert_eq!(o.label, "proxy 127.0.0.1:1080");
         let o = run(&["--direct", "--bytes", "16M"]).unwrap();
@@ -294,6 +313,21 @@ mod tests {
         assert_eq!(o.route, Route::ProxyByName("127.0.0.1:1080".parse().unwrap(), "localhost"));
         assert_eq!(o.label, "proxy 127.0.0.1:1080 by name localhost");
         assert!(run(&["--direct", "--target-name", "localhost"]).is_err());
+    }
+
+    #[test]
+    fn count_and_pid() {
+        let o = run(&["--direct", "--workload", "connrate", "--count", "500", "--pid", "77"]).unwrap();
+        assert_eq!(o.workloads, [Workload::Connrate]);
+        assert_eq!((o.count, o.pid), (Some(500), Some(77)));
+        assert!(run(&["--direct", "--count", "0"]).is_err());
+    }
+
+    #[test]
+    fn help_names_every_flag() {
+        for flag in ["--count", "--pid", "cpu_s_per_gib", "cpu_us_per_conn"] {
+            assert!(HELP.contains(flag), "{flag} missing from --help");
+        }
     }
 
     #[test]

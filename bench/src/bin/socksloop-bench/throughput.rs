@@ -5,6 +5,9 @@
 //! A run ends the clean way in every mode: the client half-closes (after `--duration`, or
 //! after `--bytes`), the target stops, flushes and closes, and the client reads to EOF. The
 //! clock therefore includes draining what was still in flight, and nothing is cut by a reset.
+//!
+//! With `--pid`, the server's CPU time is read just before the streams are released and again
+//! after the last one finished: [`cpu`](super::cpu) seconds per GiB moved (both directions).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -18,6 +21,7 @@ use socksloop_bench::wire::{self, Header, Mode, Route};
 use super::Run;
 use super::args::{Direction, Limit};
 use super::child::TargetProcess;
+use super::cpu;
 use super::report::Value;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -40,6 +44,7 @@ pub fn measure(
     route: Route,
     target: &mut TargetProcess,
     case: &Case,
+    pid: Option<u32>,
     timeout: Duration,
 ) -> Result<Run, String> {
     let before = target.stats().map_err(|e| format!("target stats: {e}"))?;
@@ -59,6 +64,7 @@ pub fn measure(
         sockets.push(stream);
     }
     let barrier = Arc::new(Barrier::new(case.streams));
+    let meter = pid.map(cpu::Meter::start).transpose()?;
     let workers: Vec<_> = sockets
         .into_iter()
         .enumerate()
@@ -81,6 +87,7 @@ pub fn measure(
             Err(_) => return Err(format!("stream {i}: thread panicked")),
         }
     }
+    let usage = meter.map(cpu::Meter::stop).transpose()?;
     let after = target.stats().map_err(|e| format!("target stats: {e}"))?;
     let up: u64 = results.iter().map(|r| r.up).sum();
     let down: u64 = results.iter().map(|r| r.down).sum();
@@ -108,19 +115,18 @@ pub fn measure(
     if lost > 0 {
         details += &format!("; {lost} B sent were never delivered (no half-close?)");
     }
-    Ok(Run {
-        value: rate,
-        details,
-        fields: vec![
-            ("streams", Value::Int(results.len() as u64)),
-            ("direction", Value::Str(case.direction.name().into())),
-            ("up_bytes", Value::Int(uploaded)),
-            ("up_lost_bytes", Value::Int(lost)),
-            ("down_bytes", Value::Int(down)),
-            ("seconds", Value::Num(elapsed)),
-            ("verified", Value::Bool(true)),
-        ],
-    })
+    let moved = uploaded + down;
+    let mut fields = vec![
+        ("streams", Value::Int(results.len() as u64)),
+        ("direction", Value::Str(case.direction.name().into())),
+        ("up_bytes", Value::Int(uploaded)),
+        ("up_lost_bytes", Value::Int(lost)),
+        ("down_bytes", Value::Int(down)),
+        ("seconds", Value::Num(elapsed)),
+        ("verified", Value::Bool(true)),
+    ];
+    fields.extend(cpu::byte_fields(usage.as_ref(), moved));
+    Ok(Run { value: rate, details, cpu: cpu::byte_cell(usage.as_ref(), moved), fields })
 }
 
 fn seed(stream: usize) -> u64 {
