@@ -2,7 +2,7 @@
 //!
 //! Layout: [`args`] reads the flags; [`child`] runs the target ([`target`], speaking
 //! [`wire`]'s header protocol with [`pattern`] bytes) in a child process; the workloads
-//! ([`throughput`], [`connrate`], [`memory`]) each measure one run of one case,
+//! ([`throughput`], [`connrate`], [`latency`], [`memory`]) each measure one run of one case,
 //! [`cpu`] reads the server's CPU time over a window; this file repeats runs, picks medians
 //! and hands [`report`] the records. `--help` says the rest.
 //! `target`, `wire` and `pattern` live in this package's library, shared with the benches.
@@ -15,6 +15,7 @@ mod args;
 mod child;
 mod connrate;
 mod cpu;
+mod latency;
 mod memory;
 mod report;
 mod throughput;
@@ -50,6 +51,7 @@ struct Case {
 enum CaseKind {
     Throughput(throughput::Case),
     Connrate(usize),
+    Latency,
     Memory(usize),
 }
 
@@ -169,6 +171,13 @@ fn cases(o: &Options) -> Vec<Case> {
                     });
                 }
             }
+            Workload::Latency => cases.push(Case {
+                workload,
+                name: format!("ping + {} bulk download", o.bulk),
+                metric: "ping_rtt_p99",
+                unit: "µs",
+                kind: CaseKind::Latency,
+            }),
             Workload::Memory => {
                 for &k in &o.connections {
                     cases.push(Case {
@@ -192,6 +201,10 @@ fn measure(o: &Options, target: &mut TargetProcess, case: &Case) -> Result<Run, 
         CaseKind::Connrate(c) => {
             let stop = o.count.map_or(connrate::Stop::After(o.duration), connrate::Stop::Count);
             connrate::measure(o.route, target.addr(), *c, stop, o.pid, o.timeout)
+        }
+        CaseKind::Latency => {
+            let case = latency::Case { bulk: o.bulk, ping_rate: o.ping_rate, duration: o.duration };
+            latency::measure(o.route, target, &case, o.pid, o.timeout)
         }
         CaseKind::Memory(k) => memory::measure(o.route, target.addr(), *k, o.pid, o.timeout),
     };
@@ -220,6 +233,7 @@ fn workload_name(w: Workload) -> &'static str {
     match w {
         Workload::Throughput => "throughput",
         Workload::Connrate => "connrate",
+        Workload::Latency => "latency",
         Workload::Memory => "memory",
     }
 }

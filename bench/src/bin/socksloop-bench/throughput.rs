@@ -11,6 +11,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -129,7 +130,7 @@ pub fn measure(
     Ok(Run { value: rate, details, cpu: cpu::byte_cell(usage.as_ref(), moved), fields })
 }
 
-fn seed(stream: usize) -> u64 {
+pub fn seed(stream: usize) -> u64 {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     (nanos as u64) ^ ((stream as u64) << 48)
@@ -150,11 +151,11 @@ fn one_stream(mut stream: TcpStream, header: Header, limit: Limit) -> io::Result
             up = send(&mut stream, &pattern, limit, deadline)?;
             stream.shutdown(Shutdown::Write)?;
             // The target closes only after reading our FIN: EOF here means all arrived.
-            if receive(&mut stream, &pattern, None)? != 0 {
+            if receive(&mut stream, &pattern, None, None)? != 0 {
                 return Err(io::Error::other("target sent bytes during an upload"));
             }
         }
-        Mode::Download => down = receive(&mut stream, &pattern, deadline)?,
+        Mode::Download => down = receive(&mut stream, &pattern, deadline, None)?,
         Mode::Both => {
             let mut writer = stream.try_clone()?;
             let send_pattern = Arc::clone(&pattern);
@@ -163,7 +164,7 @@ fn one_stream(mut stream: TcpStream, header: Header, limit: Limit) -> io::Result
                 writer.shutdown(Shutdown::Write)?;
                 Ok(sent)
             });
-            down = receive(&mut stream, &pattern, None)?;
+            down = receive(&mut stream, &pattern, None, None)?;
             up = sender.join().map_err(|_| io::Error::other("sender panicked"))??;
         }
         Mode::Echo | Mode::Hold => return Err(io::Error::other("not a throughput mode")),
@@ -201,8 +202,14 @@ fn send(
 }
 
 /// Read and check pattern bytes until EOF. With a `half_close_at`, half-close the stream
-/// when it passes (a timed download: the target then stops and closes). Returns bytes read.
-fn receive(stream: &mut TcpStream, pattern: &Pattern, mut half_close_at: Option<Instant>) -> io::Result<u64> {
+/// when it passes (a timed download: the target then stops and closes). With `progress`,
+/// add every checked read's length to it as it arrives. Returns bytes read.
+pub fn receive(
+    stream: &mut TcpStream,
+    pattern: &Pattern,
+    mut half_close_at: Option<Instant>,
+    progress: Option<&AtomicU64>,
+) -> io::Result<u64> {
     let mut buf = vec![0u8; MAX_CHUNK];
     let mut received = 0u64;
     loop {
@@ -221,5 +228,8 @@ fn receive(stream: &mut TcpStream, pattern: &Pattern, mut half_close_at: Option<
             ));
         }
         received += n as u64;
+        if let Some(progress) = progress {
+            progress.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 }
