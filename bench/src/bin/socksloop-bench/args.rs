@@ -30,9 +30,11 @@ WORKLOADS (--workload, comma-separated; `all` = all four):
                  0.25 s after the downloads (a quarter of --duration if shorter) and stop at
                  --duration; one ping is in flight at a time, and a ping whose echo comes
                  back after the next one was due skips the slots it missed (counted as
-                 `missed`). The echo is served by a target of its own, so it never queues
-                 behind the downloads in the bulk target's loop. Result: ping RTT p50 / p99
-                 / max and count, and the bulk MiB/s over the same window.
+                 `missed`). The echo is served by a thread of its own, so it never queues
+                 behind the downloads in the bulk target's loop; under a real-time policy
+                 (chrt) the ping and echo threads run one priority step above the bulk
+                 readers. Result: ping RTT p50 / p99 / max and count, and the bulk MiB/s
+                 over the same window.
     memory       Open --connections idle relays, then read VmRSS of --pid before and after.
                  Result: KiB per connection.
 

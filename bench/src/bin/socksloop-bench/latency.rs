@@ -5,10 +5,18 @@
 //! * The bulk streams are the throughput workload's downloads (the target sends pattern
 //!   bytes until the client half-closes; every byte is checked), connected before the clock
 //!   starts and half-closed at `--duration`.
-//! * The ping connection goes to an echo target of its own: a second target loop, in this
-//!   process, serving nothing else. In the bulk target's loop an echo would wait behind the
-//!   downloads' writes, and that wait (the load generator's, not the server's) would be
-//!   measured too.
+//! * The ping connection goes to an echo server of its own: one blocking thread in this
+//!   process serving only that connection. In the bulk target's loop an echo would wait
+//!   behind the downloads' writes, and that wait (the load generator's, not the server's)
+//!   would be measured too.
+//! * The load tool's own core must not hold the ping back either. Started under a real-time
+//!   policy (`chrt -f 10`, as the benchmark scripts do), every thread of the tool and its
+//!   target child is SCHED_FIFO at one priority, and a FIFO thread runs until it blocks: a
+//!   waking ping thread would wait for every bulk reader that has data (18 ms median with
+//!   `--direct` and 8 downloads, measured). So the ping and echo threads move one priority
+//!   step up ([`boost`]); `ping_boosted` in the record says whether they did. Under the
+//!   normal policy the kernel's fair scheduler shares the core, and `--direct` shows what
+//!   that costs.
 //! * Pings start [`warmup`] after the downloads (their queues fill first) and stop at
 //!   `--duration`. One ping is in flight at a time: send 64 bytes, read the 64-byte echo,
 //!   check it. At a fixed rate, ping `k` is due at `k / rate` seconds into the window; a
@@ -19,14 +27,13 @@
 //!   the streams checked in it, from a shared counter) and of the server's CPU with `--pid`.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socksloop_bench::pattern::Pattern;
-use socksloop_bench::target::Target;
 use socksloop_bench::wire::{self, Header, Mode, Route};
 
 use super::Run;
@@ -85,6 +92,62 @@ struct Pings {
     window: Duration,
     bulk_bytes: u64,
     usage: Option<cpu::Usage>,
+    boosted: bool,
+}
+
+/// If the calling thread runs under a real-time policy (SCHED_FIFO or SCHED_RR, inherited
+/// from `chrt`), raise it one priority step, so that it preempts the bulk readers and the
+/// bulk target on the tool's core. Returns whether it did. On Linux, pid 0 in these calls is
+/// the calling thread, not the whole process.
+fn boost() -> bool {
+    // SAFETY: plain C calls on the calling thread, writing only to `param`.
+    unsafe {
+        let policy = libc::sched_getscheduler(0);
+        if policy != libc::SCHED_FIFO && policy != libc::SCHED_RR {
+            return false;
+        }
+        let mut param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_getparam(0, &mut param) != 0
+            || param.sched_priority >= libc::sched_get_priority_max(policy)
+        {
+            return false;
+        }
+        param.sched_priority += 1;
+        libc::sched_setscheduler(0, policy, &param) == 0
+    }
+}
+
+/// The ping's echo server: one connection, accepted within `timeout`, echoed by a blocking
+/// thread until the client closes it. Returns its address and the thread.
+fn echo_server(bind: SocketAddr, timeout: Duration) -> io::Result<(SocketAddr, JoinHandle<io::Result<()>>)> {
+    let listener = TcpListener::bind(bind)?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let thread = thread::Builder::new().name("ping-echo".into()).spawn(move || {
+        boost();
+        let deadline = Instant::now() + timeout;
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        drop(listener);
+        stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            stream.write_all(&buf[..n])?;
+        }
+    })?;
+    Ok((addr, thread))
 }
 
 pub fn measure(
@@ -95,17 +158,16 @@ pub fn measure(
     timeout: Duration,
 ) -> Result<Run, String> {
     let bind = SocketAddr::new(target.addr().ip(), 0);
-    let echo = Target::start(bind).map_err(|e| format!("cannot start the echo target: {e}"))?;
+    let (echo_addr, echo) =
+        echo_server(bind, timeout).map_err(|e| format!("cannot start the echo server: {e}"))?;
     let mut streams = Vec::with_capacity(case.bulk);
     for _ in 0..case.bulk {
         let (stream, _) =
             wire::open(route, target.addr(), timeout).map_err(|e| format!("bulk connect: {e}"))?;
         streams.push(stream);
     }
-    let (mut ping, _) = wire::open(route, echo.addr(), timeout).map_err(|e| format!("ping connect: {e}"))?;
-    ping.write_all(&Header { mode: Mode::Echo, seed: 0, len: 0 }.encode())
-        .and_then(|()| one_ping(&mut ping, u64::MAX))
-        .map_err(|e| format!("first ping: {e}"))?;
+    let (mut ping, _) = wire::open(route, echo_addr, timeout).map_err(|e| format!("ping connect: {e}"))?;
+    one_ping(&mut ping, u64::MAX).map_err(|e| format!("first ping: {e}"))?;
 
     let barrier = Arc::new(Barrier::new(case.bulk + 1));
     let progress = Arc::new(AtomicU64::new(0));
@@ -121,11 +183,20 @@ pub fn measure(
             })
         })
         .collect();
-    barrier.wait();
-    let start = Instant::now();
-    let result = pings(&mut ping, case, start, &progress, pid);
-    // Half-closing tells the echo target we are done; its close follows.
-    let _ = ping.shutdown(Shutdown::Write);
+    // The pings in a thread of their own: its boost must not pass to threads spawned later.
+    let pinger = {
+        let (barrier, progress) = (Arc::clone(&barrier), Arc::clone(&progress));
+        let (ping_rate, duration) = (case.ping_rate, case.duration);
+        thread::spawn(move || {
+            let boosted = boost();
+            barrier.wait();
+            let result = pings(&mut ping, ping_rate, duration, Instant::now(), &progress, pid);
+            // Half-closing tells the echo thread we are done; it returns at EOF.
+            let _ = ping.shutdown(Shutdown::Write);
+            result.map(|p| Pings { boosted, ..p })
+        })
+    };
+    let result = pinger.join().map_err(|_| "ping thread panicked".to_string())?;
     let mut bulk_total = 0;
     for (i, worker) in bulk.into_iter().enumerate() {
         match worker.join() {
@@ -134,8 +205,9 @@ pub fn measure(
             Err(_) => return Err(format!("bulk stream {i}: thread panicked")),
         }
     }
-    drop(echo);
-    let Pings { mut rtts_ns, missed, window, bulk_bytes, usage } = result?;
+    // Its result adds nothing: every echo was checked by the ping loop.
+    let _ = echo.join();
+    let Pings { mut rtts_ns, missed, window, bulk_bytes, usage, boosted } = result?;
     if rtts_ns.is_empty() {
         return Err("no ping completed in the window".into());
     }
@@ -160,6 +232,7 @@ pub fn measure(
         ("ping_rtt_p50_us", Value::Num(p50)),
         ("ping_rtt_p99_us", Value::Num(p99)),
         ("ping_rtt_max_us", Value::Num(max)),
+        ("ping_boosted", Value::Bool(boosted)),
         ("seconds", Value::Num(secs)),
         ("bulk_bytes", Value::Int(bulk_bytes)),
         ("bulk_total_bytes", Value::Int(bulk_total)),
@@ -184,17 +257,18 @@ fn ms(us: f64) -> String {
 /// The ping loop, from `warmup` after `start` to `start + duration`.
 fn pings(
     ping: &mut TcpStream,
-    case: &Case,
+    ping_rate: u32,
+    duration: Duration,
     start: Instant,
     progress: &AtomicU64,
     pid: Option<u32>,
 ) -> Result<Pings, String> {
-    let end = start + case.duration;
-    thread::sleep(warmup(case.duration));
+    let end = start + duration;
+    thread::sleep(warmup(duration));
     let meter = pid.map(cpu::Meter::start).transpose()?;
     let bulk_before = progress.load(Ordering::Relaxed);
     let first = Instant::now();
-    let interval = (case.ping_rate > 0).then(|| Duration::from_secs(1) / case.ping_rate);
+    let interval = (ping_rate > 0).then(|| Duration::from_secs(1) / ping_rate);
     let mut rtts_ns = Vec::with_capacity(4096);
     let (mut slot, mut missed) = (0u64, 0u64);
     loop {
@@ -227,7 +301,7 @@ fn pings(
     let window = first.elapsed();
     let bulk_bytes = progress.load(Ordering::Relaxed) - bulk_before;
     let usage = meter.map(cpu::Meter::stop).transpose()?;
-    Ok(Pings { rtts_ns, missed, window, bulk_bytes, usage })
+    Ok(Pings { rtts_ns, missed, window, bulk_bytes, usage, boosted: false })
 }
 
 /// Send ping `seq`, read its echo, check it.
@@ -293,21 +367,24 @@ mod tests {
 
     #[test]
     fn over_loopback_direct() {
+        use socksloop_bench::target::Target;
+
         // The pure parts and the loop itself, with both targets in-process (a test binary
         // cannot re-execute itself as the target child).
         let bulk = Target::start("127.0.0.1:0".parse().unwrap()).unwrap();
-        let echo = Target::start("127.0.0.1:0".parse().unwrap()).unwrap();
         let timeout = Duration::from_secs(5);
-        let (mut ping, _) = wire::open(Route::Direct, echo.addr(), timeout).unwrap();
-        ping.write_all(&Header { mode: Mode::Echo, seed: 0, len: 0 }.encode()).unwrap();
+        let (echo_addr, echo) = echo_server("127.0.0.1:0".parse().unwrap(), timeout).unwrap();
+        let (mut ping, _) = wire::open(Route::Direct, echo_addr, timeout).unwrap();
         let (stream, _) = wire::open(Route::Direct, bulk.addr(), timeout).unwrap();
         let progress = Arc::new(AtomicU64::new(0));
         let p = Arc::clone(&progress);
         let header = Header { mode: Mode::Download, seed: 9, len: u64::MAX };
         let worker = thread::spawn(move || download(stream, header, Instant::now() + 400 * MS, &p));
-        let case = Case { bulk: 1, ping_rate: 200, duration: 400 * MS };
-        let pings = pings(&mut ping, &case, Instant::now(), &progress, Some(std::process::id())).unwrap();
+        let me = Some(std::process::id());
+        let pings = pings(&mut ping, 200, 400 * MS, Instant::now(), &progress, me).unwrap();
         let total = worker.join().unwrap().unwrap();
+        ping.shutdown(Shutdown::Write).unwrap();
+        echo.join().unwrap().unwrap();
         // 200/s over at most 0.3 s: 60 slots at most, each sent or missed; every echo checked.
         let slots = pings.rtts_ns.len() as u64 + pings.missed;
         assert!(!pings.rtts_ns.is_empty() && slots <= 61, "{slots} slots");
