@@ -17,9 +17,16 @@
 # measured, and stopped with its process group (scripts/lib.sh). Memory gets a fresh server
 # for every run, because memory a server freed after one run hides the cost in the next.
 #
+# With CPU=1 (the default) the throughput, latency and connrate runs get --pid of the server,
+# so their records carry its CPU time (cpu_s_per_gib, cpu_us_per_conn, cpu_share). With
+# LATENCY=1 (the default) every server and direct also run the latency workload: a 64-byte
+# ping-pong at PING_RATE per second beside BULK download streams (RTT p50/p99/max, bulk MiB/s).
+#
 #   scripts/bench-compare.sh [OUT.jsonl]
 #   env: DURATION (s, default 3), RUNS (default 3), RT (1), HEV (path), STATIC (1: also the static build),
-#        BIG (relays held in one extra memory run per server, default 9000; 0 skips it)
+#        BIG (relays held in one extra memory run per server, default 9000; 0 skips it),
+#        CPU (1: server CPU per GiB / per connection; 0: no --pid), LATENCY (1; 0 skips it),
+#        BULK (download streams beside the ping-pong, default 8), PING_RATE (pings/s, default 100)
 #   python3 scripts/chart.py OUT.jsonl docs/bench-chart.svg
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +53,10 @@ if [ "$STATIC" = 1 ]; then
 fi
 HEV=${HEV:-}
 BIG=${BIG:-9000}
+CPU=${CPU:-1}
+LATENCY=${LATENCY:-1}
+BULK=${BULK:-8}
+PING_RATE=${PING_RATE:-100}
 : > "$OUT"
 CONF_DIR=$(mktemp -d)
 pid=
@@ -98,9 +109,18 @@ serve() {
   port=$(free_port)
   prepare "$label" "$port"
   start "$port" "${@//\{port\}/$port}"
-  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 1 --direction download
-  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 8 --direction both
-  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload connrate --concurrency 1,64
+  local cpu=()
+  if [ "$CPU" = 1 ]; then cpu=(--pid "$pid"); fi
+  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 1 --direction download \
+    ${cpu[@]+"${cpu[@]}"}
+  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 8 --direction both \
+    ${cpu[@]+"${cpu[@]}"}
+  if [ "$LATENCY" = 1 ]; then
+    tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload latency --bulk "$BULK" \
+      --ping-rate "$PING_RATE" ${cpu[@]+"${cpu[@]}"}
+  fi
+  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload connrate --concurrency 1,64 \
+    ${cpu[@]+"${cpu[@]}"}
   stop
   if [ "$label" = dante ]; then return; fi
   for _ in $(seq 1 "$RUNS"); do
@@ -123,6 +143,9 @@ serve() {
 
 tool direct --direct --runs "$RUNS" --workload throughput --streams 1 --direction download
 tool direct --direct --runs "$RUNS" --workload throughput --streams 8 --direction both
+if [ "$LATENCY" = 1 ]; then
+  tool direct --direct --runs "$RUNS" --workload latency --bulk "$BULK" --ping-rate "$PING_RATE"
+fi
 tool direct --direct --runs "$RUNS" --workload connrate --concurrency 1,64
 
 serve socksloop "$BIN/socksloop" --listen "127.0.0.1:{port}" --log-level warn

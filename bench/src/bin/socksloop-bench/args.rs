@@ -17,14 +17,34 @@ The tool starts its own target (echo / sink / source) in a child process on loop
 sends every connection through the SOCKS5 server at --proxy to it (no-auth CONNECT to an
 IPv4 or IPv6 literal). With --direct it connects to the target itself: the machine's limit.
 
-WORKLOADS (--workload, comma-separated; `all` = all three):
+WORKLOADS (--workload, comma-separated; `all` = all four):
     throughput   Streams of verified pattern bytes for --duration (or --bytes per stream).
                  Every byte is checked on receipt, uploads by the target. Result: MiB/s.
     connrate     --concurrency clients, each looping: connect, greet, CONNECT, 64-byte
-                 echo, close. Result: connections/s and handshake latency (connect start to
-                 CONNECT success reply) p50 / p99 / max.
+                 echo, close, for --duration (or --count connections in all). Result:
+                 connections/s and handshake latency (connect start to CONNECT success
+                 reply) p50 / p99 / max.
+    latency      Latency under load: one interactive flow, a 64-byte ping-pong (send, wait
+                 for the whole echo, check it) at a fixed --ping-rate, beside --bulk
+                 download streams (verified, as in throughput), for --duration. Pings start
+                 0.25 s after the downloads (a quarter of --duration if shorter) and stop at
+                 --duration; one ping is in flight at a time, and a ping whose echo comes
+                 back after the next one was due skips the slots it missed (counted as
+                 `missed`). The echo is served by a thread of its own, so it never queues
+                 behind the downloads in the bulk target's loop; under a real-time policy
+                 (chrt) the ping and echo threads run one priority step above the bulk
+                 readers. Result: ping RTT p50 / p99 / max and count, and the bulk MiB/s
+                 over the same window.
     memory       Open --connections idle relays, then read VmRSS of --pid before and after.
                  Result: KiB per connection.
+
+SERVER CPU (--pid PID, with throughput, latency and connrate):
+    The server's CPU time is read at the start and end of the measured window: the process
+    CPU clock of PID (nanoseconds, every thread, also threads that exited), or, when PID has
+    child processes (a process-per-client server), utime+stime+cutime+cstime of PID and all
+    its descendants from /proc/N/stat (clock ticks). Reported: server CPU seconds per GiB
+    relayed (cpu_s_per_gib; both directions added, like MiB/s) or microseconds per
+    connection (cpu_us_per_conn), and the share of one core it was busy (cpu_share).
 
 OPTIONS:
     --proxy ADDR           SOCKS5 server to measure, e.g. 127.0.0.1:1080
@@ -32,15 +52,22 @@ OPTIONS:
                            resolves it; it must resolve to the target's loopback address,
                            e.g. localhost) instead of by its IP
     --direct               No proxy: connect straight to the target
-    --workload LIST        throughput, connrate, memory or all [default: throughput]
+    --workload LIST        throughput, connrate, latency, memory or all [default: throughput]
     --streams LIST         Parallel streams for throughput [default: 1]
     --direction LIST       download, upload or both [default: download]
-    --duration SECS        Length of each throughput / connrate run [default: 5]
+    --duration SECS        Length of each throughput / connrate / latency run [default: 5]
     --bytes SIZE           Throughput: send this much per stream instead of running for
                            --duration (suffixes K, M, G = KiB, MiB, GiB)
     --concurrency LIST     Parallel clients for connrate [default: 1]
+    --count N              Connrate: stop after N connections in all (failed ones count)
+                           instead of running for --duration; e.g. to count syscalls per
+                           connection (scripts/syscalls-per-connection.sh)
+    --bulk N               Download streams beside the ping-pong in latency [default: 8]
+    --ping-rate N          Latency: pings per second, sent on a fixed schedule; 0 = back to
+                           back (the next ping as soon as the echo is in) [default: 100]
     --connections LIST     Idle relays for memory [default: 1000]
-    --pid PID              The server's process, for memory (reads /proc/PID/status)
+    --pid PID              The server's process: memory reads its VmRSS (/proc/PID/status);
+                           throughput, latency and connrate its CPU time (see SERVER CPU)
     --runs N               Repeat each measurement N times and report the median [default: 1]
     --label NAME           Name of the server in the output [default: direct or proxy ADDR]
     --json FILE            Append one JSON object per result to FILE
@@ -52,15 +79,18 @@ Lists are comma-separated and multiply: --streams 1,8 --direction download,both 
 cases. Progress goes to stderr. The tool raises its open-file limit to the hard limit; each
 idle relay costs it one descriptor and its target child one.
 
-EXAMPLE:
-    socksloop-bench --proxy 127.0.0.1:1080 --workload all --streams 1,8 --direction both \\
-        --concurrency 1,64 --connections 1000 --pid 1234 --runs 3 --json results.jsonl
+EXAMPLES:
+    socksloop-bench --proxy 127.0.0.1:1080 --workload throughput,connrate --streams 1,8 \\
+        --direction both --concurrency 1,64 --pid 1234 --runs 3 --json results.jsonl
+    socksloop-bench --proxy 127.0.0.1:1080 --workload latency --bulk 8 --duration 3 --pid 1234
+    socksloop-bench --direct --workload latency --bulk 8 --duration 3
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     Throughput,
     Connrate,
+    Latency,
     Memory,
 }
 
@@ -103,6 +133,11 @@ pub struct Options {
     pub duration: Duration,
     pub limit: Limit,
     pub concurrency: Vec<usize>,
+    /// Connrate: connections in all instead of a duration.
+    pub count: Option<u64>,
+    pub bulk: usize,
+    /// Latency: pings per second; 0 = back to back.
+    pub ping_rate: u32,
     pub connections: Vec<usize>,
     pub pid: Option<u32>,
     pub runs: usize,
@@ -160,6 +195,16 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     let bytes = opt(&mut args, "--bytes")?.map(|s| size("--bytes", &s)).transpose()?;
     let limit = bytes.map_or(Limit::Time(duration), Limit::Bytes);
     let concurrency = list(&mut args, "--concurrency", "1", |s| positive("--concurrency", s))?;
+    let count = opt(&mut args, "--count")?.map(|s| positive("--count", &s)).transpose()?;
+    let count = count.map(|n| n as u64);
+    let bulk = opt(&mut args, "--bulk")?.map(|s| positive("--bulk", &s)).transpose()?.unwrap_or(8);
+    let ping_rate = match opt(&mut args, "--ping-rate")? {
+        None => 100,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if n <= 100_000 => n,
+            _ => return Err(format!("invalid --ping-rate '{s}': expected pings per second, 0 to 100000")),
+        },
+    };
     let connections = list(&mut args, "--connections", "1000", |s| positive("--connections", s))?;
     let pid = opt(&mut args, "--pid")?.map(|s| positive("--pid", &s)).transpose()?;
     let pid = pid.map(|p| u32::try_from(p).map_err(|_| format!("--pid {p} is out of range"))).transpose()?;
@@ -185,6 +230,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
         duration,
         limit,
         concurrency,
+        count,
+        bulk,
+        ping_rate,
         connections,
         pid,
         runs,
@@ -214,9 +262,14 @@ fn parse_workloads(s: &str) -> Result<Vec<Workload>, String> {
     Ok(match s {
         "throughput" => vec![Workload::Throughput],
         "connrate" => vec![Workload::Connrate],
+        "latency" => vec![Workload::Latency],
         "memory" => vec![Workload::Memory],
-        "all" => vec![Workload::Throughput, Workload::Connrate, Workload::Memory],
-        _ => return Err(format!("invalid --workload '{s}': expected throughput, connrate, memory or all")),
+        "all" => vec![Workload::Throughput, Workload::Connrate, Workload::Latency, Workload::Memory],
+        _ => {
+            return Err(format!(
+                "invalid --workload '{s}': expected throughput, connrate, latency, memory or all"
+            ));
+        }
     })
 }
 
@@ -280,7 +333,8 @@ mod tests {
     fn lists_and_defaults() {
         let o = run(&["--proxy", "127.0.0.1:1080", "--streams", "1,8", "--workload", "all"]).unwrap();
         assert_eq!(o.streams, vec![1, 8]);
-        assert_eq!(o.workloads.len(), 3);
+        assert_eq!(o.workloads.len(), 4);
+        assert_eq!((o.bulk, o.ping_rate, o.count), (8, 100, None));
         assert_eq!(o.limit, Limit::Time(Duration::from_secs(5)));
         assert_eq!(o.label, "proxy 127.0.0.1:1080");
         let o = run(&["--direct", "--bytes", "16M"]).unwrap();
@@ -294,6 +348,36 @@ mod tests {
         assert_eq!(o.route, Route::ProxyByName("127.0.0.1:1080".parse().unwrap(), "localhost"));
         assert_eq!(o.label, "proxy 127.0.0.1:1080 by name localhost");
         assert!(run(&["--direct", "--target-name", "localhost"]).is_err());
+    }
+
+    #[test]
+    fn latency_and_count() {
+        let o = run(&[
+            "--direct",
+            "--workload",
+            "latency,connrate",
+            "--bulk",
+            "4",
+            "--ping-rate",
+            "0",
+            "--count",
+            "500",
+            "--pid",
+            "77",
+        ])
+        .unwrap();
+        assert_eq!(o.workloads, [Workload::Latency, Workload::Connrate]);
+        assert_eq!((o.bulk, o.ping_rate, o.count, o.pid), (4, 0, Some(500), Some(77)));
+        assert!(run(&["--direct", "--bulk", "0"]).is_err());
+        assert!(run(&["--direct", "--ping-rate", "-1"]).is_err());
+        assert!(run(&["--direct", "--count", "0"]).is_err());
+    }
+
+    #[test]
+    fn help_names_every_flag() {
+        for flag in ["--bulk", "--ping-rate", "--count", "--pid", "latency", "cpu_s_per_gib"] {
+            assert!(HELP.contains(flag), "{flag} missing from --help");
+        }
     }
 
     #[test]

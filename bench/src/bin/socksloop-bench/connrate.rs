@@ -2,16 +2,22 @@
 //! short connection: TCP connect, greeting, CONNECT, a 64-byte echo through the relay,
 //! close. Result: completed connections per second, and the handshake latency (connect
 //! start → CONNECT success reply read; with `--direct`, connect start → connected).
+//!
+//! With `--count N` the clients stop after N attempts in all instead of after the duration
+//! (a known number of connections, e.g. to divide a syscall count by). With `--pid`, the
+//! server's CPU time over the run: [`cpu`](super::cpu) microseconds per connection.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use socksloop_bench::wire::{self, HEADER_LEN, Header, Mode, Route};
 
 use super::Run;
+use super::cpu;
 use super::report::{Value, quantile};
 
 const ECHO_LEN: usize = 64;
@@ -29,20 +35,31 @@ struct ClientResult {
     end: Instant,
 }
 
+/// When the clients stop.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    After(Duration),
+    Count(u64),
+}
+
 pub fn measure(
     route: Route,
     target: SocketAddr,
     concurrency: usize,
-    duration: Duration,
+    stop: Stop,
+    pid: Option<u32>,
     timeout: Duration,
 ) -> Result<Run, String> {
     let barrier = Arc::new(Barrier::new(concurrency));
+    let tickets = Arc::new(Tickets::new(stop));
+    let meter = pid.map(cpu::Meter::start).transpose()?;
     let clients: Vec<_> = (0..concurrency)
         .map(|_| {
             let barrier = Arc::clone(&barrier);
+            let tickets = Arc::clone(&tickets);
             thread::spawn(move || {
                 barrier.wait();
-                client(route, target, duration, timeout)
+                client(route, target, &tickets, timeout)
             })
         })
         .collect();
@@ -50,6 +67,7 @@ pub fn measure(
     for c in clients {
         results.push(c.join().map_err(|_| "client thread panicked".to_string())?);
     }
+    let usage = meter.map(cpu::Meter::stop).transpose()?;
     let ok: u64 = results.iter().map(|r| r.ok).sum();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     let first_error = results.iter().find_map(|r| r.first_error.clone());
@@ -68,28 +86,51 @@ pub fn measure(
     if errors > 0 {
         details += &format!(", {errors} errors (first: {})", first_error.as_deref().unwrap_or("?"));
     }
-    Ok(Run {
-        value: rate,
-        details,
-        fields: vec![
-            ("concurrency", Value::Int(concurrency as u64)),
-            ("connections", Value::Int(ok)),
-            ("errors", Value::Int(errors)),
-            ("seconds", Value::Num(elapsed)),
-            ("handshake_p50_us", Value::Num(p50)),
-            ("handshake_p99_us", Value::Num(p99)),
-            ("handshake_max_us", Value::Num(max)),
-            ("first_error", first_error.map_or(Value::Null, Value::Str)),
-        ],
-    })
+    let mut fields = vec![
+        ("concurrency", Value::Int(concurrency as u64)),
+        ("connections", Value::Int(ok)),
+        ("errors", Value::Int(errors)),
+        ("seconds", Value::Num(elapsed)),
+        ("handshake_p50_us", Value::Num(p50)),
+        ("handshake_p99_us", Value::Num(p99)),
+        ("handshake_max_us", Value::Num(max)),
+        ("first_error", first_error.map_or(Value::Null, Value::Str)),
+    ];
+    fields.extend(cpu::connection_fields(usage.as_ref(), ok));
+    Ok(Run { value: rate, details, cpu: cpu::connection_cell(usage.as_ref(), ok), fields })
 }
 
-fn client(route: Route, target: SocketAddr, duration: Duration, timeout: Duration) -> ClientResult {
+/// What lets a client start one more connection: time left (the clock starts at the first
+/// attempt, once every client is released), or attempts left in a shared count.
+pub struct Tickets {
+    duration: Option<Duration>,
+    deadline: OnceLock<Instant>,
+    left: AtomicU64,
+}
+
+impl Tickets {
+    pub fn new(stop: Stop) -> Tickets {
+        let (duration, left) = match stop {
+            Stop::After(d) => (Some(d), u64::MAX),
+            Stop::Count(n) => (None, n),
+        };
+        Tickets { duration, deadline: OnceLock::new(), left: AtomicU64::new(left) }
+    }
+
+    /// Whether one more attempt may start (taking it from the count).
+    pub fn take(&self) -> bool {
+        if let Some(d) = self.duration {
+            return Instant::now() < *self.deadline.get_or_init(|| Instant::now() + d);
+        }
+        self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
+    }
+}
+
+fn client(route: Route, target: SocketAddr, tickets: &Tickets, timeout: Duration) -> ClientResult {
     let start = Instant::now();
-    let deadline = start + duration;
     let mut r =
         ClientResult { ok: 0, errors: 0, first_error: None, latencies_ns: Vec::new(), start, end: start };
-    while Instant::now() < deadline {
+    while tickets.take() {
         match one(route, target, timeout) {
             Ok(handshake) => {
                 r.ok += 1;
@@ -127,4 +168,31 @@ fn one(route: Route, target: SocketAddr, timeout: Duration) -> io::Result<Durati
         return Err(io::Error::new(io::ErrorKind::InvalidData, "echo differs"));
     }
     Ok(handshake)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_hands_out_exactly_that_many() {
+        let t = Arc::new(Tickets::new(Stop::Count(1000)));
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let t = Arc::clone(&t);
+                thread::spawn(move || std::iter::from_fn(|| t.take().then_some(())).count())
+            })
+            .collect();
+        let taken: usize = takers.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(taken, 1000);
+        assert!(!t.take());
+    }
+
+    #[test]
+    fn a_duration_runs_out() {
+        let t = Tickets::new(Stop::After(Duration::from_millis(30)));
+        assert!(t.take());
+        thread::sleep(Duration::from_millis(40));
+        assert!(!t.take());
+    }
 }

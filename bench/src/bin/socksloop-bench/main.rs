@@ -2,8 +2,9 @@
 //!
 //! Layout: [`args`] reads the flags; [`child`] runs the target ([`target`], speaking
 //! [`wire`]'s header protocol with [`pattern`] bytes) in a child process; the workloads
-//! ([`throughput`], [`connrate`], [`memory`]) each measure one run of one case; this file
-//! repeats runs, picks medians and hands [`report`] the records. `--help` says the rest.
+//! ([`throughput`], [`connrate`], [`latency`], [`memory`]) each measure one run of one case,
+//! [`cpu`] reads the server's CPU time over a window; this file repeats runs, picks medians
+//! and hands [`report`] the records. `--help` says the rest.
 //! `target`, `wire` and `pattern` live in this package's library, shared with the benches.
 //!
 //! [`target`]: socksloop_bench::target
@@ -13,6 +14,8 @@
 mod args;
 mod child;
 mod connrate;
+mod cpu;
+mod latency;
 mod memory;
 mod report;
 mod throughput;
@@ -31,6 +34,8 @@ pub struct Run {
     /// The headline metric (MiB/s, conn/s, KiB/conn); NaN when it cannot be measured.
     pub value: f64,
     pub details: String,
+    /// The server's CPU cost, for the table (empty without `--pid`).
+    pub cpu: String,
     pub fields: Vec<(&'static str, Value)>,
 }
 
@@ -46,6 +51,7 @@ struct Case {
 enum CaseKind {
     Throughput(throughput::Case),
     Connrate(usize),
+    Latency,
     Memory(usize),
 }
 
@@ -155,15 +161,23 @@ fn cases(o: &Options) -> Vec<Case> {
             }
             Workload::Connrate => {
                 for &c in &o.concurrency {
+                    let count = o.count.map_or_else(String::new, |n| format!(", {n} connections"));
                     cases.push(Case {
                         workload,
-                        name: format!("c={c}"),
+                        name: format!("c={c}{count}"),
                         metric: "connection_rate",
                         unit: "conn/s",
                         kind: CaseKind::Connrate(c),
                     });
                 }
             }
+            Workload::Latency => cases.push(Case {
+                workload,
+                name: format!("ping + {} bulk download", o.bulk),
+                metric: "ping_rtt_p99",
+                unit: "µs",
+                kind: CaseKind::Latency,
+            }),
             Workload::Memory => {
                 for &k in &o.connections {
                     cases.push(Case {
@@ -183,8 +197,15 @@ fn cases(o: &Options) -> Vec<Case> {
 fn measure(o: &Options, target: &mut TargetProcess, case: &Case) -> Result<Run, String> {
     let what = || format!("{} {}", workload_name(case.workload), case.name);
     let result = match &case.kind {
-        CaseKind::Throughput(c) => throughput::measure(o.route, target, c, o.timeout),
-        CaseKind::Connrate(c) => connrate::measure(o.route, target.addr(), *c, o.duration, o.timeout),
+        CaseKind::Throughput(c) => throughput::measure(o.route, target, c, o.pid, o.timeout),
+        CaseKind::Connrate(c) => {
+            let stop = o.count.map_or(connrate::Stop::After(o.duration), connrate::Stop::Count);
+            connrate::measure(o.route, target.addr(), *c, stop, o.pid, o.timeout)
+        }
+        CaseKind::Latency => {
+            let case = latency::Case { bulk: o.bulk, ping_rate: o.ping_rate, duration: o.duration };
+            latency::measure(o.route, target, &case, o.pid, o.timeout)
+        }
         CaseKind::Memory(k) => memory::measure(o.route, target.addr(), *k, o.pid, o.timeout),
     };
     result.map_err(|e| format!("{}: {e}", what()))
@@ -203,6 +224,7 @@ fn to_record(o: &Options, case: &Case, runs: Vec<Run>) -> Record {
         value: Some(median.value).filter(|v| v.is_finite()),
         runs: values,
         details: median.details,
+        cpu: median.cpu,
         fields: median.fields,
     }
 }
@@ -211,6 +233,7 @@ fn workload_name(w: Workload) -> &'static str {
     match w {
         Workload::Throughput => "throughput",
         Workload::Connrate => "connrate",
+        Workload::Latency => "latency",
         Workload::Memory => "memory",
     }
 }

@@ -88,7 +88,7 @@ pub fn measure(
         }
         _ => (None, format!("{connections} relays opened in {open_secs:.2} s; no --pid, so no RSS")),
     };
-    Ok(Run { value: value.unwrap_or(f64::NAN), details, fields })
+    Ok(Run { value: value.unwrap_or(f64::NAN), details, cpu: String::new(), fields })
 }
 
 /// Open one relay and prove it reaches the target (the target's one-byte answer).

@@ -34,6 +34,8 @@ pub struct Record {
     pub runs: Vec<f64>,
     /// Human-readable details of the median run, for the table.
     pub details: String,
+    /// The server's CPU cost in the median run, for the table (empty without `--pid`).
+    pub cpu: String,
     /// Machine-readable details of the median run, for JSON.
     pub fields: Vec<(&'static str, Value)>,
 }
@@ -121,26 +123,38 @@ pub fn append_json(path: &Path, records: &[Record]) -> io::Result<()> {
 }
 
 pub fn print_table(records: &[Record]) {
-    let rows: Vec<[String; 5]> = records
+    // The CPU column only when some record has one (`--pid` with a workload that reads it).
+    let with_cpu = records.iter().any(|r| !r.cpu.is_empty());
+    let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
             let value = r.value.map_or_else(|| "n/a".to_string(), |v| format!("{} {}", human(v), r.unit));
-            [r.label.clone(), r.workload.to_string(), r.case.clone(), value, r.details.clone()]
+            let mut row = vec![r.label.clone(), r.workload.to_string(), r.case.clone(), value];
+            if with_cpu {
+                row.push(if r.cpu.is_empty() { "-".into() } else { r.cpu.clone() });
+            }
+            row.push(r.details.clone());
+            row
         })
         .collect();
-    let header = ["server", "workload", "case", "result (median)", "details"].map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
+    let mut header: Vec<String> =
+        ["server", "workload", "case", "result (median)"].into_iter().map(String::from).collect();
+    if with_cpu {
+        header.push("server CPU".into());
+    }
+    header.push("details".into());
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |row: &[String; 5]| {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+    let line = |row: &[String]| {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, &w)| format!("{c:<w$}")).collect();
         println!("{}", cells.join("  ").trim_end());
     };
     line(&header);
-    line(&widths.map(|w| "-".repeat(w)));
+    line(&widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>());
     for row in &rows {
         line(row);
     }
@@ -188,6 +202,7 @@ mod tests {
             value: Some(1234.56789),
             runs: vec![1.0, 2.5],
             details: String::new(),
+            cpu: String::new(),
             fields: vec![("p99_us", Value::Int(7)), ("ok", Value::Bool(true)), ("x", Value::Null)],
         };
         assert_eq!(

@@ -5,9 +5,13 @@
 //! A run ends the clean way in every mode: the client half-closes (after `--duration`, or
 //! after `--bytes`), the target stops, flushes and closes, and the client reads to EOF. The
 //! clock therefore includes draining what was still in flight, and nothing is cut by a reset.
+//!
+//! With `--pid`, the server's CPU time is read just before the streams are released and again
+//! after the last one finished: [`cpu`](super::cpu) seconds per GiB moved (both directions).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,6 +22,7 @@ use socksloop_bench::wire::{self, Header, Mode, Route};
 use super::Run;
 use super::args::{Direction, Limit};
 use super::child::TargetProcess;
+use super::cpu;
 use super::report::Value;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -40,6 +45,7 @@ pub fn measure(
     route: Route,
     target: &mut TargetProcess,
     case: &Case,
+    pid: Option<u32>,
     timeout: Duration,
 ) -> Result<Run, String> {
     let before = target.stats().map_err(|e| format!("target stats: {e}"))?;
@@ -59,6 +65,7 @@ pub fn measure(
         sockets.push(stream);
     }
     let barrier = Arc::new(Barrier::new(case.streams));
+    let meter = pid.map(cpu::Meter::start).transpose()?;
     let workers: Vec<_> = sockets
         .into_iter()
         .enumerate()
@@ -81,6 +88,7 @@ pub fn measure(
             Err(_) => return Err(format!("stream {i}: thread panicked")),
         }
     }
+    let usage = meter.map(cpu::Meter::stop).transpose()?;
     let after = target.stats().map_err(|e| format!("target stats: {e}"))?;
     let up: u64 = results.iter().map(|r| r.up).sum();
     let down: u64 = results.iter().map(|r| r.down).sum();
@@ -108,22 +116,21 @@ pub fn measure(
     if lost > 0 {
         details += &format!("; {lost} B sent were never delivered (no half-close?)");
     }
-    Ok(Run {
-        value: rate,
-        details,
-        fields: vec![
-            ("streams", Value::Int(results.len() as u64)),
-            ("direction", Value::Str(case.direction.name().into())),
-            ("up_bytes", Value::Int(uploaded)),
-            ("up_lost_bytes", Value::Int(lost)),
-            ("down_bytes", Value::Int(down)),
-            ("seconds", Value::Num(elapsed)),
-            ("verified", Value::Bool(true)),
-        ],
-    })
+    let moved = uploaded + down;
+    let mut fields = vec![
+        ("streams", Value::Int(results.len() as u64)),
+        ("direction", Value::Str(case.direction.name().into())),
+        ("up_bytes", Value::Int(uploaded)),
+        ("up_lost_bytes", Value::Int(lost)),
+        ("down_bytes", Value::Int(down)),
+        ("seconds", Value::Num(elapsed)),
+        ("verified", Value::Bool(true)),
+    ];
+    fields.extend(cpu::byte_fields(usage.as_ref(), moved));
+    Ok(Run { value: rate, details, cpu: cpu::byte_cell(usage.as_ref(), moved), fields })
 }
 
-fn seed(stream: usize) -> u64 {
+pub fn seed(stream: usize) -> u64 {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     (nanos as u64) ^ ((stream as u64) << 48)
@@ -144,11 +151,11 @@ fn one_stream(mut stream: TcpStream, header: Header, limit: Limit) -> io::Result
             up = send(&mut stream, &pattern, limit, deadline)?;
             stream.shutdown(Shutdown::Write)?;
             // The target closes only after reading our FIN: EOF here means all arrived.
-            if receive(&mut stream, &pattern, None)? != 0 {
+            if receive(&mut stream, &pattern, None, None)? != 0 {
                 return Err(io::Error::other("target sent bytes during an upload"));
             }
         }
-        Mode::Download => down = receive(&mut stream, &pattern, deadline)?,
+        Mode::Download => down = receive(&mut stream, &pattern, deadline, None)?,
         Mode::Both => {
             let mut writer = stream.try_clone()?;
             let send_pattern = Arc::clone(&pattern);
@@ -157,7 +164,7 @@ fn one_stream(mut stream: TcpStream, header: Header, limit: Limit) -> io::Result
                 writer.shutdown(Shutdown::Write)?;
                 Ok(sent)
             });
-            down = receive(&mut stream, &pattern, None)?;
+            down = receive(&mut stream, &pattern, None, None)?;
             up = sender.join().map_err(|_| io::Error::other("sender panicked"))??;
         }
         Mode::Echo | Mode::Hold => return Err(io::Error::other("not a throughput mode")),
@@ -195,8 +202,14 @@ fn send(
 }
 
 /// Read and check pattern bytes until EOF. With a `half_close_at`, half-close the stream
-/// when it passes (a timed download: the target then stops and closes). Returns bytes read.
-fn receive(stream: &mut TcpStream, pattern: &Pattern, mut half_close_at: Option<Instant>) -> io::Result<u64> {
+/// when it passes (a timed download: the target then stops and closes). With `progress`,
+/// add every checked read's length to it as it arrives. Returns bytes read.
+pub fn receive(
+    stream: &mut TcpStream,
+    pattern: &Pattern,
+    mut half_close_at: Option<Instant>,
+    progress: Option<&AtomicU64>,
+) -> io::Result<u64> {
     let mut buf = vec![0u8; MAX_CHUNK];
     let mut received = 0u64;
     loop {
@@ -215,5 +228,8 @@ fn receive(stream: &mut TcpStream, pattern: &Pattern, mut half_close_at: Option<
             ));
         }
         received += n as u64;
+        if let Some(progress) = progress {
+            progress.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 }
