@@ -22,6 +22,7 @@ pub mod connection;
 pub mod dns;
 pub mod limits;
 pub mod listen;
+pub mod logging;
 pub mod net;
 pub mod protocol;
 mod relay;
