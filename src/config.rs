@@ -18,6 +18,8 @@ pub struct Config {
     /// Addresses to accept SOCKS clients on.
     pub listen: Vec<SocketAddr>,
     pub log_level: log::LevelFilter,
+    /// How the access log (one line per finished connection) is written.
+    pub log_format: LogFormat,
     /// From accept until the request is complete (greeting, auth, request).
     pub handshake_timeout: Duration,
     /// From the complete request until the upstream connection is up (resolving included).
@@ -88,6 +90,16 @@ impl PreferFamily {
     }
 }
 
+/// How the access log is written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// A text line among the diagnostics on stderr: `conn 7: 127.0.0.1:50000 -> ...`.
+    #[default]
+    Text,
+    /// One JSON object per line on stdout (diagnostics stay text on stderr).
+    Json,
+}
+
 /// How a relay moves bytes (`--relay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RelayMode {
@@ -106,6 +118,7 @@ impl Default for Config {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("valid default address")],
             log_level: log::LevelFilter::Info,
+            log_format: LogFormat::Text,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -168,6 +181,10 @@ OPTIONS:
     --listen ADDR:PORT          Accept clients here; repeat for several addresses.
                                 IPv6 in brackets: [::1]:1080. [default: 127.0.0.1:1080]
     --log-level LEVEL           error, warn, info, debug or trace [default: info]
+    --log-format text|json      The access log, a line per finished connection at level
+                                info: text among the other lines on stderr, or json, one
+                                object per line on stdout (the rest stays text on stderr)
+                                [default: text]
     --handshake-timeout SECS    Time allowed from accept to a complete request [default: 10]
     --connect-timeout SECS      Time allowed to resolve and connect upstream, all
                                 addresses together [default: 10]
@@ -255,6 +272,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
     }
     if let Some(level) = take(&mut args, "--log-level", parse_log_level)? {
         config.log_level = level;
+    }
+    if let Some(format) = take(&mut args, "--log-format", parse_log_format)? {
+        config.log_format = format;
     }
     for (flag, slot) in [
         ("--handshake-timeout", &mut config.handshake_timeout),
@@ -399,6 +419,14 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((low, high))
 }
 
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("invalid value '{s}' for --log-format: expected text or json")),
+    }
+}
+
 /// `IP`, `IP:PORT` or `[IPv6]:PORT`; the port defaults to 53.
 fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
     if let Ok(ip) = s.parse::<IpAddr>() {
@@ -474,6 +502,15 @@ mod tests {
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn log_format() {
+        assert_eq!(config(&["--log-format", "json"]).log_format, LogFormat::Json);
+        assert_eq!(config(&["--log-format=TEXT"]).log_format, LogFormat::Text);
+        let err = parse(&["--log-format", "xml"]).expect_err("unknown format");
+        assert!(err.0.contains("--log-format") && err.0.contains("text or json"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod connection;
 pub mod dns;
 pub mod limits;
 pub mod listen;
+pub mod logging;
 pub mod net;
 pub mod protocol;
 mod relay;
@@ -32,7 +33,7 @@ pub mod systemd;
 pub mod timer;
 pub mod token;
 
-pub use config::{Config, RelayMode};
+pub use config::{Config, LogFormat, RelayMode};
 
 /// What the `dns_response` fuzz target reaches of the (private) DNS client: the reply parser
 /// and matcher. Only in fuzzing builds (`RUSTFLAGS="--cfg fuzzing"`, as cargo-fuzz sets).

@@ -18,6 +18,14 @@ use socksloop::{Launch, Server, Stopper, limits};
 use std::sync::Arc;
 
 fn main() -> ExitCode {
+    let code = run();
+    // Lines still queued for the log-writer thread would be lost at exit: wait for them (a
+    // bounded wait, in case the output is blocked).
+    log::logger().flush();
+    code
+}
+
+fn run() -> ExitCode {
     // SAFETY: this is the first thing the process does, and no thread exists yet (logging,
     // the signal handlers, the loops and their resolver threads all start below), so nothing
     // can read the environment while systemd's variables are removed from it.
@@ -46,9 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if let Err(e) =
-        simple_logger::SimpleLogger::new().with_level(config.log_level).with_utc_timestamps().init()
-    {
+    if let Err(e) = socksloop::logging::init(config.log_level) {
         eprintln!("socksloop: error: cannot start logging: {e}");
         return ExitCode::FAILURE;
     }
@@ -61,8 +67,7 @@ fn main() -> ExitCode {
     let inherited = match inherited_listeners(&from_systemd, pid) {
         Ok(inherited) => inherited,
         Err(e) => {
-            eprintln!("socksloop: error: socket activation: {e}");
-            return ExitCode::FAILURE;
+            return fail(format_args!("socket activation: {e}"));
         }
     };
     if !inherited.is_empty() && !listen_given {
@@ -89,8 +94,7 @@ fn main() -> ExitCode {
     let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(signals) => signals,
         Err(e) => {
-            eprintln!("socksloop: error: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
+            return fail(format_args!("cannot install signal handlers: {e}"));
         }
     };
     // This thread waits for signals; the loops run on threads of their own and, when the
@@ -102,10 +106,7 @@ fn main() -> ExitCode {
     let launch = Launch { inherited, wake_every: watchdog_period.map(|period| period / 4) };
     let server = match Server::launch(config, launch, move || signal_handle.close()) {
         Ok(server) => server,
-        Err(e) => {
-            eprintln!("socksloop: error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(e),
     };
     for addr in server.local_addrs() {
         log::info!("listening on {addr}");
@@ -136,6 +137,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit with code 1 after `error`, written directly to stderr once the log lines before it
+/// are out (they go through the log-writer thread).
+fn fail(error: impl std::fmt::Display) -> ExitCode {
+    log::logger().flush();
+    eprintln!("socksloop: error: {error}");
+    ExitCode::FAILURE
 }
 
 /// A single user from `SOCKSLOOP_USER` and `SOCKSLOOP_PASS` (both or neither).

@@ -82,6 +82,16 @@ impl Command {
             _ => None,
         }
     }
+
+    /// The command's name in structured output (the JSON access log): `connect`, `bind`,
+    /// `udp_associate`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Connect => "connect",
+            Command::Bind => "bind",
+            Command::UdpAssociate => "udp_associate",
+        }
+    }
 }
 
 /// Address types (ATYP, RFC 1928 §5).
@@ -223,6 +233,22 @@ impl Reply {
 
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// RFC 1928's name for the reply, in snake_case, for structured output (the JSON access
+    /// log; metric labels): `succeeded`, `general_failure`, `not_allowed`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Reply::Succeeded => "succeeded",
+            Reply::GeneralFailure => "general_failure",
+            Reply::NotAllowedByRuleset => "not_allowed",
+            Reply::NetworkUnreachable => "network_unreachable",
+            Reply::HostUnreachable => "host_unreachable",
+            Reply::ConnectionRefused => "connection_refused",
+            Reply::TtlExpired => "ttl_expired",
+            Reply::CommandNotSupported => "command_not_supported",
+            Reply::AddressTypeNotSupported => "address_type_not_supported",
+        }
     }
 }
 
@@ -399,6 +425,28 @@ mod tests {
             let mut out = Vec::new();
             encode_reply(reply, None, &mut out);
             assert_eq!(out, [5, expected_code as u8, 0, 1, 0, 0, 0, 0, 0, 0]);
+        }
+    }
+
+    #[test]
+    fn reply_and_command_names() {
+        let names: Vec<(u8, &str)> = Reply::ALL.iter().map(|r| (r.code(), r.name())).collect();
+        assert_eq!(
+            names,
+            [
+                (0, "succeeded"),
+                (1, "general_failure"),
+                (2, "not_allowed"),
+                (3, "network_unreachable"),
+                (4, "host_unreachable"),
+                (5, "connection_refused"),
+                (6, "ttl_expired"),
+                (7, "command_not_supported"),
+                (8, "address_type_not_supported"),
+            ]
+        );
+        for (byte, name) in [(1, "connect"), (2, "bind"), (3, "udp_associate")] {
+            assert_eq!(Command::from_byte(byte).map(Command::name), Some(name));
         }
     }
 

@@ -19,7 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Waker};
@@ -28,10 +28,11 @@ use slab::Slab;
 use super::accept::Acceptor;
 use super::{Control, Shared};
 use crate::auth::CredentialStore;
-use crate::config::{Config, RelayMode};
+use crate::config::{Config, LogFormat, RelayMode};
 use crate::connection::{self, Connection, Ctx, Lookups, Resolution, Step};
 use crate::dns::{DnsClient, DnsConfig, Waiter};
 use crate::limits;
+use crate::logging::ACCESS_TARGET;
 use crate::net::Readiness;
 use crate::resolver::Resolver;
 use crate::timer::Timers;
@@ -280,9 +281,16 @@ impl EventLoop {
             Step::Wait => {}
             Step::Again => self.ready_again.push(key),
             Step::Close(reason) => {
-                // Formatting costs even when the line is filtered out: skip it at warn.
-                if log::log_enabled!(log::Level::Info) {
-                    log::info!("{}", conn.report(reason, *now));
+                // Formatting costs even when the line is filtered out: skip it at warn. The
+                // logger only formats and queues: a blocked output cannot stall the loop.
+                if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+                    let report = conn.report(reason, *now);
+                    match config.log_format {
+                        LogFormat::Text => log::info!("{report}"),
+                        LogFormat::Json => {
+                            log::info!(target: ACCESS_TARGET, "{}", report.json(SystemTime::now()));
+                        }
+                    }
                 }
                 conn.mark_closed();
                 self.closing.push(key);

@@ -84,15 +84,17 @@ fn black_holed_connect_gets_06_at_the_connect_timeout() {
     assert_recovered(&mut proxy, &echo, baseline, "black-holed connects");
 }
 
-/// An idle proxy runs two threads (signals, one loop) and starts a resolver thread only when
-/// a name must be looked up: each thread costs resident memory.
+/// An idle proxy runs three threads (signals, one loop, the log writer) and starts a resolver
+/// thread only when a name must be looked up: each thread costs resident memory. The log
+/// writer is started with the logger: it is what lets the loop log without ever waiting for
+/// stderr (`access_log.rs`).
 #[test]
 fn resolver_threads_start_on_first_lookup() {
     let proxy = ProxyProcess::spawn(&["--resolver-threads", "2"]);
     let target = echo_server("127.0.0.1:0");
     // A new thread names itself once it runs, which may be after the "listening on" line:
     // until then /proc shows the parent's name. Wait for the names to settle, then compare.
-    let idle = ["socksloop", "socksloop-loop-"];
+    let idle = ["log-writer", "socksloop", "socksloop-loop-"];
     poll_until(TIMEOUT, || (thread_names(proxy.pid()) == idle).then_some(()));
     assert_eq!(thread_names(proxy.pid()), idle, "idle threads");
 
@@ -100,7 +102,7 @@ fn resolver_threads_start_on_first_lookup() {
     let (mut stream, reply) = socks_connect(proxy.addr, target.addr);
     assert_eq!(reply.code, 0);
     assert_echo(&mut stream, b"by address");
-    assert_eq!(thread_names(proxy.pid()).len(), 2, "{:?}", thread_names(proxy.pid()));
+    assert_eq!(thread_names(proxy.pid()).len(), 3, "{:?}", thread_names(proxy.pid()));
 
     let (mut stream, reply) = socks_connect(proxy.addr, Dest::Domain("localhost".into(), target.addr.port()));
     assert_eq!(reply.code, 0);

@@ -1,6 +1,7 @@
 //! Integration tests for socksloop: real sockets on loopback against the in-process server
 //! and the binary. One module per feature; helpers live in `support/`.
 
+mod access_log;
 mod auth;
 mod bind;
 mod cli;

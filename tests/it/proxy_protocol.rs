@@ -27,10 +27,12 @@ impl Haproxy {
     /// expects the method selection back.
     fn start(socks: SocketAddr) -> Haproxy {
         let (v1, v2) = (free_port(), free_port());
-        let stats = TempFile::new("haproxy-stats.sock", "");
+        // Named by the port: tests that start HAProxy run in parallel in one process, and a
+        // shared name let one test's config replace the other's.
+        let stats = TempFile::new(&format!("haproxy-{v1}-stats.sock"), "");
         std::fs::remove_file(stats.path()).unwrap();
         let config = TempFile::new(
-            "haproxy.cfg",
+            &format!("haproxy-{v1}.cfg"),
             &format!(
                 "global\n  stats socket {stats} mode 600 level admin\n\
                  defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\

@@ -1,6 +1,7 @@
 //! Shared helpers, one submodule per kind, all re-exported here so a test module needs only
 //! `use crate::support::*;`:
 //!
+//! * [`access`]: the JSON access log, parsed by python3's `json` module;
 //! * [`proxy`]: starting the proxy (in-process or as the binary), signals, its log, and the
 //!   checks the fault tests end with (alive, serving, descriptors back);
 //! * [`socks`]: a small blocking SOCKS5 client (greeting, auth, requests, replies) and ways to
@@ -14,6 +15,7 @@
 //!
 //! Every wait here has a limit, and every child process is stopped by its PID.
 
+pub mod access;
 pub mod buffers;
 pub mod curl;
 pub mod data;
@@ -23,6 +25,7 @@ pub mod socks;
 pub mod targets;
 pub mod udp;
 
+pub use self::access::*;
 pub use self::buffers::*;
 pub use self::curl::*;
 pub use self::data::*;

@@ -205,3 +205,46 @@ pub fn thread_names(pid: i32) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The thread id of `pid`'s first thread whose name starts with `prefix`.
+pub fn thread_id_named(pid: i32, prefix: &str) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.find_map(|task| {
+        let task = task.ok()?;
+        let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        name.starts_with(prefix).then(|| task.file_name().to_str()?.parse().ok())?
+    })
+}
+
+/// One thread of a child process stopped with ptrace (`PTRACE_SEIZE`, `PTRACE_INTERRUPT`)
+/// while its other threads run on: an event loop stuck as if in a handler that never returns,
+/// with its process otherwise alive. Dropping it detaches, and the thread runs again. ptrace
+/// belongs to the tracing thread, so this must be dropped where it was made (it is not `Send`).
+pub struct StoppedThread {
+    tid: i32,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl StoppedThread {
+    pub fn stop(tid: i32) -> StoppedThread {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: ptrace requests on a thread of our own child process, with no addresses
+        // (null pointers are what these requests take); waitpid writes into a local.
+        unsafe {
+            let seized = libc::ptrace(libc::PTRACE_SEIZE, tid, null, null);
+            assert_eq!(seized, 0, "PTRACE_SEIZE {tid}: {}", std::io::Error::last_os_error());
+            let interrupted = libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null);
+            assert_eq!(interrupted, 0, "PTRACE_INTERRUPT {tid}: {}", std::io::Error::last_os_error());
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid, "waiting for {tid} to stop");
+        }
+        StoppedThread { tid, _not_send: std::marker::PhantomData }
+    }
+}
+
+impl Drop for StoppedThread {
+    fn drop(&mut self) {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: detaching a thread this thread traces; it is in a ptrace stop.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.tid, null, null) };
+    }
+}

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread;
 use std::time::Duration;
 
@@ -69,8 +69,37 @@ pub struct ProxyProcess {
     pub child: Child,
     pub addr: SocketAddr,
     /// Every stderr line so far (drained continuously: a full pipe would block the proxy's
-    /// logging and with it the event loop).
+    /// log writer and lose lines; see [`ProxyProcess::spawn_holding_output`] for a test of
+    /// that).
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// Every stdout line so far (the JSON access log), drained the same way.
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Closed while the output is held unread; opened on release and on drop.
+    output_gate: Gate,
+}
+
+/// A gate the output readers wait at: closed holds them, open lets them read.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn open() -> Gate {
+        let gate = Gate::default();
+        gate.release();
+        gate
+    }
+
+    fn release(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut open = self.0.0.lock().unwrap();
+        while !*open {
+            open = self.0.1.wait(open).unwrap();
+        }
+    }
 }
 
 impl ProxyProcess {
@@ -80,6 +109,16 @@ impl ProxyProcess {
         let mut command = bin();
         command.args(["--listen", "127.0.0.1:0"]).args(extra);
         ProxyProcess::from_command(command)
+    }
+
+    /// Like [`ProxyProcess::spawn`], but after the "listening on" line nobody reads the
+    /// proxy's stderr or stdout until [`ProxyProcess::release_output`]: like a journald that
+    /// stopped reading, or a pipe into a pager left open. Both pipes are shrunk to one page
+    /// so they fill after a few lines.
+    pub fn spawn_holding_output(extra: &[&str]) -> ProxyProcess {
+        let mut command = bin();
+        command.args(["--listen", "127.0.0.1:0"]).args(extra);
+        ProxyProcess::start(command, Gate::default(), Some(4096))
     }
 
     /// Spawn the binary under a hard `RLIMIT_NOFILE` of `nofile` (the binary raises its soft
@@ -100,39 +139,72 @@ impl ProxyProcess {
 
     /// Spawn `command` (which must end up exec'ing the proxy, so the child's PID is the
     /// proxy's) and wait for its "listening on" line to learn the port.
-    pub fn from_command(mut command: Command) -> ProxyProcess {
+    pub fn from_command(command: Command) -> ProxyProcess {
+        ProxyProcess::start(command, Gate::open(), None)
+    }
+
+    /// Spawn with stdout and stderr read by threads that pass `gate` before reading on (after
+    /// the "listening on" line, for stderr); `pipe_size` shrinks both pipes.
+    fn start(mut command: Command, gate: Gate, pipe_size: Option<i32>) -> ProxyProcess {
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn socksloop");
         let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        if let Some(size) = pipe_size {
+            use std::os::fd::AsRawFd;
+            for fd in [stderr.as_raw_fd(), stdout.as_raw_fd()] {
+                // SAFETY: fcntl on a pipe descriptor we own; no memory is involved.
+                let set = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, size) };
+                assert!(set >= size, "F_SETPIPE_SZ: {}", std::io::Error::last_os_error());
+            }
+        }
+        let (err_lines, out_lines) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
         let (tx, rx) = mpsc::channel();
         {
-            let lines = Arc::clone(&lines);
+            let (lines, gate) = (Arc::clone(&err_lines), gate.clone());
             thread::spawn(move || {
                 let mut tx = Some(tx);
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(addr) = listening_addr(&line)
+                    let listening = listening_addr(&line);
+                    lines.lock().unwrap().push(line);
+                    if let Some(addr) = listening
                         && let Some(tx) = tx.take()
                     {
                         let _ = tx.send(addr);
+                        gate.pass();
                     }
+                }
+            });
+        }
+        {
+            let (lines, gate) = (Arc::clone(&out_lines), gate.clone());
+            thread::spawn(move || {
+                gate.pass();
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
                     lines.lock().unwrap().push(line);
                 }
             });
         }
         match rx.recv_timeout(TIMEOUT) {
-            Ok(addr) => ProxyProcess { child, addr, stderr: lines },
+            Ok(addr) => ProxyProcess { child, addr, stderr: err_lines, stdout: out_lines, output_gate: gate },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("no 'listening on' line from socksloop; stderr: {:?}", lines.lock().unwrap());
+                gate.release();
+                panic!("no 'listening on' line from socksloop; stderr: {:?}", err_lines.lock().unwrap());
             }
         }
+    }
+
+    /// Start reading the output held since the start ([`ProxyProcess::spawn_holding_output`]).
+    pub fn release_output(&self) {
+        self.output_gate.release();
     }
 
     pub fn pid(&self) -> i32 {
@@ -160,12 +232,19 @@ impl ProxyProcess {
         poll_until(limit, || self.stderr.lock().unwrap().iter().any(|l| l.contains(needle)).then_some(()))
             .is_some()
     }
+
+    /// The first stdout line containing `needle`, waiting for it at most `limit`.
+    pub fn wait_for_stdout(&self, needle: &str, limit: Duration) -> Option<String> {
+        poll_until(limit, || self.stdout.lock().unwrap().iter().find(|l| l.contains(needle)).cloned())
+    }
 }
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Readers held at the gate read to the end of the pipes and finish.
+        self.output_gate.release();
     }
 }
 
