@@ -74,12 +74,24 @@ pub enum Command {
 }
 
 impl Command {
-    fn from_byte(byte: u8) -> Option<Command> {
+    pub const ALL: [Command; 3] = [Command::Connect, Command::Bind, Command::UdpAssociate];
+
+    /// The command a CMD byte names, if any.
+    pub fn from_byte(byte: u8) -> Option<Command> {
         match byte {
             0x01 => Some(Command::Connect),
             0x02 => Some(Command::Bind),
             0x03 => Some(Command::UdpAssociate),
             _ => None,
+        }
+    }
+
+    /// A stable snake_case name (metric labels, structured logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Command::Connect => "connect",
+            Command::Bind => "bind",
+            Command::UdpAssociate => "udp_associate",
         }
     }
 }
@@ -223,6 +235,21 @@ impl Reply {
 
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// RFC 1928's name for the reply in snake_case (metric labels, structured logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Reply::Succeeded => "succeeded",
+            Reply::GeneralFailure => "general_failure",
+            Reply::NotAllowedByRuleset => "not_allowed",
+            Reply::NetworkUnreachable => "network_unreachable",
+            Reply::HostUnreachable => "host_unreachable",
+            Reply::ConnectionRefused => "connection_refused",
+            Reply::TtlExpired => "ttl_expired",
+            Reply::CommandNotSupported => "command_not_supported",
+            Reply::AddressTypeNotSupported => "address_type_not_supported",
+        }
     }
 }
 
@@ -399,6 +426,22 @@ mod tests {
             let mut out = Vec::new();
             encode_reply(reply, None, &mut out);
             assert_eq!(out, [5, expected_code as u8, 0, 1, 0, 0, 0, 0, 0, 0]);
+        }
+    }
+
+    #[test]
+    fn labels_are_distinct_snake_case() {
+        let replies: Vec<&str> = Reply::ALL.iter().map(|r| r.label()).collect();
+        let commands: Vec<&str> = Command::ALL.iter().map(|c| c.label()).collect();
+        for labels in [&replies, &commands] {
+            for (i, label) in labels.iter().enumerate() {
+                assert!(!labels[..i].contains(label), "{label} twice");
+                assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{label}");
+            }
+        }
+        assert_eq!(replies[2], "not_allowed");
+        for command in Command::ALL {
+            assert_eq!(Command::from_byte(command as u8), Some(command));
         }
     }
 
