@@ -62,6 +62,8 @@ pub struct Config {
     /// Nameservers for the in-loop DNS client, tried in turn; empty: the system resolver
     /// (`getaddrinfo` on helper threads).
     pub nameservers: Vec<SocketAddr>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, from worker 0's loop.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Which address family a connect tries first (`--prefer-family`).
@@ -123,6 +125,7 @@ impl Default for Config {
             tcp_keepalive: Some(Duration::from_secs(60)),
             proxy_protocol: Vec::new(),
             nameservers: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -192,6 +195,11 @@ OPTIONS:
     --relay copy|splice         How relayed bytes move: copy (read/write through a buffer)
                                 or splice (Linux only: splice(2) through kernel pipes,
                                 borrowed only while bytes wait) [default: copy]
+
+MONITORING:
+    --metrics ADDR:PORT         Serve Prometheus metrics (text format 0.0.4) at
+                                http://ADDR:PORT/metrics, summed over all workers
+                                [default: off]
 
 AUTHENTICATION AND ACCESS:
     --auth-file PATH            Require RFC 1929 username/password; one user:password per
@@ -285,6 +293,10 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
         s.parse::<IpAddr>()
             .map_err(|_| format!("invalid value '{s}' for --udp-advertise: expected an IP address"))
     })?;
+    if let Some(addr) = take(&mut args, "--metrics", |s| parse_socket_addr("--metrics", s).map_err(|e| e.0))?
+    {
+        config.metrics = Some(addr);
+    }
     if let Some(mode) = take(&mut args, "--relay", parse_relay_mode)? {
         config.relay_mode = mode;
     }
@@ -567,6 +579,15 @@ mod tests {
         assert!(c.in_loop_dns());
         let err = parse(&["--nameserver", "dns.example"]).expect_err("not an address");
         assert!(err.0.contains("--nameserver"), "{err}");
+    }
+
+    #[test]
+    fn metrics_address() {
+        assert_eq!(config(&[]).metrics, None);
+        assert_eq!(config(&["--metrics", "127.0.0.1:9100"]).metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(config(&["--metrics=[::1]:0"]).metrics, Some("[::1]:0".parse().unwrap()));
+        let err = parse(&["--metrics", "9100"]).expect_err("a port alone is not an address");
+        assert!(err.0.contains("--metrics") && err.0.contains("IP:PORT"), "{err}");
     }
 
     #[test]

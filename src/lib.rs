@@ -22,6 +22,7 @@ pub mod connection;
 pub mod dns;
 pub mod limits;
 pub mod listen;
+mod metrics;
 pub mod net;
 pub mod protocol;
 mod relay;
@@ -40,5 +41,11 @@ pub use config::{Config, RelayMode};
 pub mod dns_fuzz {
     pub use crate::dns::Family;
     pub use crate::dns::wire::{Question, Reply, parse_reply};
+}
+/// What the `metrics_request` fuzz target reaches of the (private) metrics endpoint: the
+/// HTTP request parser. Only in fuzzing builds.
+#[cfg(fuzzing)]
+pub mod metrics_fuzz {
+    pub use crate::metrics::http::{HttpError, MAX_HEAD, Request, parse_request};
 }
 pub use server::{Heartbeats, Launch, Server, StartError, Stopper};
