@@ -43,9 +43,9 @@ pub mod dns_fuzz {
     pub use crate::dns::wire::{Question, Reply, parse_reply};
 }
 /// What the `metrics_request` fuzz target reaches of the (private) metrics endpoint: the
-/// HTTP request parser. Only in fuzzing builds.
+/// HTTP request parser and the routing and responses built on it. Only in fuzzing builds.
 #[cfg(fuzzing)]
 pub mod metrics_fuzz {
-    pub use crate::metrics::http::{HttpError, MAX_HEAD, Request, parse_request};
+    pub use crate::metrics::http::{HttpError, MAX_HEAD, Request, Route, parse_request, response, route};
 }
 pub use server::{Heartbeats, Launch, Server, StartError, Stopper};

@@ -225,3 +225,118 @@ impl Scrape {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Target;
+    use std::io::{Read, Write};
+
+    /// An endpoint on loopback, driven by hand on a clock the test sets.
+    struct Rig {
+        poll: mio::Poll,
+        events: mio::Events,
+        endpoint: Endpoint,
+        addr: SocketAddr,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let poll = mio::Poll::new().unwrap();
+            let listener = crate::listen::bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let endpoint =
+                Endpoint::new(listener, Arc::new(Registry::new(1, false)), poll.registry()).unwrap();
+            Rig { poll, events: mio::Events::with_capacity(64), endpoint, addr }
+        }
+
+        /// Poll (at most 50 ms) and hand the events to the endpoint, as the loop does.
+        fn pass(&mut self, now: Instant) {
+            self.poll.poll(&mut self.events, Some(Duration::from_millis(50))).unwrap();
+            for event in self.events.iter() {
+                if let Target::Metrics(index) = token::decode(event.token()) {
+                    self.endpoint.on_event(index, Readiness::of_event(event), self.poll.registry(), now);
+                }
+            }
+        }
+
+        /// Pass until `done` holds (at most 200 passes).
+        fn pass_until(&mut self, now: Instant, done: impl Fn(&Endpoint) -> bool) {
+            for _ in 0..200 {
+                if done(&self.endpoint) {
+                    return;
+                }
+                self.pass(now);
+            }
+            panic!("the endpoint did not get there");
+        }
+
+        fn client(&self) -> std::net::TcpStream {
+            let stream = std::net::TcpStream::connect(self.addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream
+        }
+    }
+
+    #[test]
+    fn a_silent_scraper_is_closed_at_its_deadline_and_not_before() {
+        let mut rig = Rig::new();
+        let start = Instant::now();
+        let mut silent = rig.client();
+        rig.pass_until(start, |e| e.scrapes.len() == 1);
+        assert_eq!(rig.endpoint.next_deadline(), Some(start + SCRAPE_TIMEOUT));
+        rig.endpoint.on_timer(start + SCRAPE_TIMEOUT - Duration::from_millis(1));
+        assert_eq!(rig.endpoint.scrapes.len(), 1, "not before its deadline");
+        rig.endpoint.on_timer(start + SCRAPE_TIMEOUT);
+        assert_eq!(rig.endpoint.scrapes.len(), 0);
+        assert_eq!(rig.endpoint.next_deadline(), None);
+        let mut buf = [0u8; 16];
+        assert_eq!(silent.read(&mut buf).unwrap(), 0, "closed without an answer");
+    }
+
+    #[test]
+    fn a_scrape_is_answered_then_closed_after_the_clients_fin() {
+        let mut rig = Rig::new();
+        let now = Instant::now();
+        let mut client = rig.client();
+        client.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until our FIN (the response is complete), driving the endpoint meanwhile.
+        client.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        loop {
+            rig.pass(now);
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let text = String::from_utf8(response).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("socksloop_connections_active 0\n"));
+        // The endpoint waits for the client's FIN before it lets go of the socket.
+        assert_eq!(rig.endpoint.scrapes.len(), 1, "draining until the client's FIN");
+        drop(client);
+        rig.pass_until(now, |e| e.scrapes.is_empty());
+    }
+
+    #[test]
+    fn beyond_the_cap_a_client_is_closed_at_once() {
+        let mut rig = Rig::new();
+        let now = Instant::now();
+        let held: Vec<_> = (0..MAX_SCRAPES).map(|_| rig.client()).collect();
+        rig.pass_until(now, |e| e.scrapes.len() == MAX_SCRAPES);
+        let mut extra = rig.client();
+        rig.pass(now);
+        let mut buf = [0u8; 16];
+        let closed = match extra.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        };
+        assert!(closed, "closed at once");
+        assert_eq!(rig.endpoint.scrapes.len(), MAX_SCRAPES);
+        drop(held);
+        rig.pass_until(now, |e| e.scrapes.is_empty());
+    }
+}

@@ -303,6 +303,27 @@ Accept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n";
         assert_eq!(parse_request(&fits), Parse::Complete(request("GET", "/metrics", 1), MAX_HEAD));
     }
 
+    /// The `metrics_request` fuzz target's seeds say what their names say.
+    #[test]
+    fn fuzz_seeds_are_the_requests_they_claim_to_be() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/metrics_request");
+        let seed = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        let route_of = |name: &str| match parse_request(&seed(name)) {
+            Parse::Complete(request, _) => route(Ok(&request)),
+            Parse::Invalid(why) => route(Err(why)),
+            Parse::Partial => panic!("{name} is partial"),
+        };
+        assert_eq!(route_of("prometheus_scrape"), Route::Metrics { head: false });
+        assert_eq!(route_of("http10_no_headers"), Route::Metrics { head: false });
+        assert_eq!(route_of("head_lf_only"), Route::Metrics { head: true });
+        assert_eq!(route_of("post_with_body"), Route::MethodNotAllowed);
+        assert_eq!(parse_request(&seed("obs_fold")), Parse::Invalid(HttpError::BadHeader));
+        assert_eq!(parse_request(&seed("http2_preface")), Parse::Invalid(HttpError::BadVersion));
+        assert_eq!(parse_request(&seed("partial")), Parse::Partial);
+        let body = seed("post_with_body");
+        assert!(matches!(parse_request(&body), Parse::Complete(_, used) if &body[used..] == b"hi"));
+    }
+
     #[test]
     fn routes() {
         let get = request("GET", "/metrics", 1);
