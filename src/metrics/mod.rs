@@ -199,10 +199,15 @@ impl WorkerMetrics {
         self.relay_bytes[1].add(after.bytes_down.saturating_sub(before.bytes_down));
         self.udp_datagrams[0].add(after.datagrams_up.saturating_sub(before.datagrams_up));
         self.udp_datagrams[1].add(after.datagrams_down.saturating_sub(before.datagrams_down));
-        if let (None, Some(d)) = (before.handshake, after.handshake) {
+        // Each latency once, when its second instant appears (the arithmetic only then).
+        if before.requested.is_none()
+            && let Some(d) = after.handshake()
+        {
             self.handshake.observe(d);
         }
-        if let (None, Some(d)) = (before.connect, after.connect) {
+        if before.upstream_connected.is_none()
+            && let Some(d) = after.connect()
+        {
             self.connect.observe(d);
         }
         if !before.auth_failed && after.auth_failed {
@@ -461,6 +466,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     /// The value of the sample whose line starts with `series ` in an exposition.
     fn value(text: &str, series: &str) -> String {
@@ -479,8 +485,9 @@ mod tests {
         w1.on_accept();
         w0.set_active(1);
         w1.set_active(2);
-        let relayed = Tally { bytes_up: 100, bytes_down: 250, ..Tally::default() };
-        w0.on_progress(&Tally::default(), &relayed);
+        let fresh = Tally::new(Instant::now());
+        let relayed = Tally { bytes_up: 100, bytes_down: 250, ..fresh };
+        w0.on_progress(&fresh, &relayed);
         w1.on_progress(&relayed, &Tally { bytes_up: 110, ..relayed });
         w0.on_close(Some(Command::Connect), Some(Reply::Succeeded), CloseReason::Done);
         w1.on_close(Some(Command::Connect), Some(Reply::Succeeded), CloseReason::Done);
@@ -522,10 +529,12 @@ mod tests {
     fn latencies_are_observed_once_when_they_become_known() {
         let registry = Registry::new(1, false);
         let w = registry.worker(0);
-        let parsed = Tally { handshake: Some(Duration::from_micros(300)), ..Tally::default() };
-        w.on_progress(&Tally::default(), &parsed);
+        let fresh = Tally::new(Instant::now());
+        let requested = fresh.started + Duration::from_micros(300);
+        let parsed = Tally { requested: Some(requested), ..fresh };
+        w.on_progress(&fresh, &parsed);
         w.on_progress(&parsed, &parsed); // nothing new
-        let connected = Tally { connect: Some(Duration::from_secs(20)), ..parsed };
+        let connected = Tally { upstream_connected: Some(requested + Duration::from_secs(20)), ..parsed };
         w.on_progress(&parsed, &connected);
         let text = registry.render();
         assert_eq!(value(&text, r#"socksloop_handshake_seconds_bucket{le="0.00025"}"#), "0");
@@ -542,11 +551,12 @@ mod tests {
     fn auth_failures_and_datagrams_count_on_change() {
         let registry = Registry::new(1, true);
         let w = registry.worker(0);
-        let failed = Tally { auth_failed: true, ..Tally::default() };
-        w.on_progress(&Tally::default(), &failed);
+        let fresh = Tally::new(Instant::now());
+        let failed = Tally { auth_failed: true, ..fresh };
+        w.on_progress(&fresh, &failed);
         w.on_progress(&failed, &failed);
-        let udp = Tally { datagrams_up: 3, datagrams_down: 2, ..Tally::default() };
-        w.on_progress(&Tally::default(), &udp);
+        let udp = Tally { datagrams_up: 3, datagrams_down: 2, ..fresh };
+        w.on_progress(&fresh, &udp);
         w.publish_dns(&DnsStats { hits: 4, misses: 2, cached: 7, ..DnsStats::default() });
         let text = registry.render();
         assert_eq!(value(&text, "socksloop_auth_failures_total"), "1");
