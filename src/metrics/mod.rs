@@ -215,7 +215,7 @@ impl WorkerMetrics {
         }
     }
 
-    /// A connection closed (the loop passes its [`Report`]'s fields): its request, if it got
+    /// A connection closed (the loop passes its [`Report`](crate::connection::Report)'s fields): its request, if it got
     /// a reply, and its reason.
     pub fn on_close(&self, command: Option<Command>, reply: Option<Reply>, reason: CloseReason) {
         self.closed[reason.index()].inc();
