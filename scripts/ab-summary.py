@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Medians per label and case from a bench-ab.sh JSON-lines file, and after/before ratios."""
+"""Medians per label and case from a bench-ab.sh JSON-lines file, and after/before ratios.
+
+    ab-summary.py FILE [BEFORE_LABEL AFTER_LABEL]   (labels default to before and after;
+    scripts/bench-metrics.sh writes off and on)
+"""
 import json
 import statistics
 import sys
@@ -12,11 +16,12 @@ for line in open(sys.argv[1]):
     key = (r["case"], r["metric"])
     values[(r["label"], key)].append(r["value"])
     units[key] = r["unit"]
+before_label, after_label = (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else ("before", "after")
 keys = sorted({k for (_, k) in values})
-print("| case | metric | before (median) | after (median) | after/before | rounds |")
+print(f"| case | metric | {before_label} (median) | {after_label} (median) | {after_label}/{before_label} | rounds |")
 print("| --- | --- | ---: | ---: | ---: | ---: |")
 for key in keys:
-    before, after = values.get(("before", key), []), values.get(("after", key), [])
+    before, after = values.get((before_label, key), []), values.get((after_label, key), [])
     if not before or not after:
         continue
     b, a = statistics.median(before), statistics.median(after)

@@ -67,6 +67,8 @@ pub struct Config {
     /// The ports UDP ASSOCIATE's client-facing sockets may use (inclusive), so they can be
     /// forwarded through NAT or published by a container; `None`: any ephemeral port.
     pub udp_ports: Option<(u16, u16)>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, from worker 0's loop.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Which address family a connect tries first (`--prefer-family`).
@@ -140,6 +142,7 @@ impl Default for Config {
             proxy_protocol: Vec::new(),
             nameservers: Vec::new(),
             udp_ports: None,
+            metrics: None,
         }
     }
 }
@@ -213,6 +216,11 @@ OPTIONS:
     --relay copy|splice         How relayed bytes move: copy (read/write through a buffer)
                                 or splice (Linux only: splice(2) through kernel pipes,
                                 borrowed only while bytes wait) [default: copy]
+
+MONITORING:
+    --metrics ADDR:PORT         Serve Prometheus metrics (text format 0.0.4) at
+                                http://ADDR:PORT/metrics, summed over all workers
+                                [default: off]
 
 AUTHENTICATION AND ACCESS:
     --auth-file PATH            Require RFC 1929 username/password; one user:password per
@@ -322,6 +330,10 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
             .map_err(|_| format!("invalid value '{s}' for --udp-advertise: expected an IP address"))
     })?;
     config.udp_ports = take(&mut args, "--udp-ports", parse_port_range)?;
+    if let Some(addr) = take(&mut args, "--metrics", |s| parse_socket_addr("--metrics", s).map_err(|e| e.0))?
+    {
+        config.metrics = Some(addr);
+    }
     if let Some(mode) = take(&mut args, "--relay", parse_relay_mode)? {
         config.relay_mode = mode;
     }
@@ -644,6 +656,15 @@ mod tests {
         assert!(c.in_loop_dns());
         let err = parse(&["--nameserver", "dns.example"]).expect_err("not an address");
         assert!(err.0.contains("--nameserver"), "{err}");
+    }
+
+    #[test]
+    fn metrics_address() {
+        assert_eq!(config(&[]).metrics, None);
+        assert_eq!(config(&["--metrics", "127.0.0.1:9100"]).metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(config(&["--metrics=[::1]:0"]).metrics, Some("[::1]:0".parse().unwrap()));
+        let err = parse(&["--metrics", "9100"]).expect_err("a port alone is not an address");
+        assert!(err.0.contains("--metrics") && err.0.contains("IP:PORT"), "{err}");
     }
 
     #[test]

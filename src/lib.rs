@@ -23,6 +23,7 @@ pub mod dns;
 pub mod limits;
 pub mod listen;
 pub mod logging;
+mod metrics;
 pub mod net;
 pub mod protocol;
 mod relay;
@@ -41,5 +42,11 @@ pub use config::{Config, LogFormat, RelayMode};
 pub mod dns_fuzz {
     pub use crate::dns::Family;
     pub use crate::dns::wire::{Question, Reply, parse_reply};
+}
+/// What the `metrics_request` fuzz target reaches of the (private) metrics endpoint: the
+/// HTTP request parser and the routing and responses built on it. Only in fuzzing builds.
+#[cfg(fuzzing)]
+pub mod metrics_fuzz {
+    pub use crate::metrics::http::{HttpError, MAX_HEAD, Request, Route, parse_request, response, route};
 }
 pub use server::{Heartbeats, Launch, Server, StartError, Stopper};

@@ -111,6 +111,9 @@ fn run() -> ExitCode {
     for addr in server.local_addrs() {
         log::info!("listening on {addr}");
     }
+    if let Some(addr) = server.metrics_addr() {
+        log::info!("metrics on {addr} (GET /metrics)");
+    }
     let notify = Notify { notifier: notifier.clone(), pid, status: message::listening(server.local_addrs()) };
     notify.ready();
     let watchdog = match (notifier, watchdog_period) {

@@ -7,6 +7,7 @@
 //!   Token(usize::MAX)          the waker (resolver answers, shutdown)
 //!   Token(usize::MAX - 1 - i)  listener i
 //!   Token(usize::MAX - 1 - MAX_LISTENERS - i)   DNS socket i (the in-loop DNS client's)
+//!   Token(usize::MAX - 1 - MAX_LISTENERS - MAX_DNS_SOCKETS - i)   metrics socket i
 //! ```
 //! `key` is the connection's slab key, so one slab entry owns all of its sockets and no map
 //! from token to socket is needed. Several upstream slots exist so that a connection can keep
@@ -16,7 +17,9 @@
 //!
 //! The DNS range (`dns(i)`, `i < MAX_DNS_SOCKETS`) names the sockets of the in-loop DNS
 //! client (`crate::dns`): one per query in flight, each a slot of its own
-//! ([`Target::Dns`]).
+//! ([`Target::Dns`]). The metrics range (`metrics(i)`, `i < MAX_METRICS_SOCKETS`) names the
+//! `/metrics` endpoint's listener (0) and its scrape connections (1 and up), on worker 0
+//! only ([`Target::Metrics`], `crate::metrics::endpoint`).
 
 use mio::Token;
 
@@ -39,6 +42,8 @@ pub enum Target {
     Listener(usize),
     /// A socket of the in-loop DNS client.
     Dns(usize),
+    /// A socket of the metrics endpoint: 0 its listener, then scrape connections.
+    Metrics(usize),
     Conn(usize, Side),
 }
 
@@ -70,6 +75,21 @@ pub fn dns_index(token: Token) -> Option<usize> {
     from_top.checked_sub(MAX_LISTENERS).filter(|&i| i < MAX_DNS_SOCKETS)
 }
 
+/// Metrics sockets live just below the DNS range; this many are reserved.
+pub const MAX_METRICS_SOCKETS: usize = 64;
+
+/// The token of the metrics endpoint's socket `index` (0: the listener).
+pub fn metrics(index: usize) -> Token {
+    debug_assert!(index < MAX_METRICS_SOCKETS);
+    Token(usize::MAX - 1 - MAX_LISTENERS - MAX_DNS_SOCKETS - index)
+}
+
+/// The metrics socket a token names, if it is in the metrics range.
+fn metrics_index(token: Token) -> Option<usize> {
+    let from_top = (usize::MAX - 1).checked_sub(token.0)?;
+    from_top.checked_sub(MAX_LISTENERS + MAX_DNS_SOCKETS).filter(|&i| i < MAX_METRICS_SOCKETS)
+}
+
 pub fn conn(key: usize, side: Side) -> Token {
     let side_bits = match side {
         Side::Client => 0,
@@ -93,6 +113,9 @@ pub fn decode(token: Token) -> Target {
     }
     if let Some(index) = dns_index(token) {
         return Target::Dns(index);
+    }
+    if let Some(index) = metrics_index(token) {
+        return Target::Metrics(index);
     }
     let side = match raw & ((1 << SIDE_BITS) - 1) {
         0 => Side::Client,
@@ -126,5 +149,16 @@ mod tests {
         assert_eq!(dns_index(WAKER), None);
         assert_eq!(dns_index(Token(usize::MAX - 1 - MAX_LISTENERS - MAX_DNS_SOCKETS)), None);
         assert_eq!(dns_index(conn(9_000, Side::Client)), None);
+        for i in [0, 1, MAX_METRICS_SOCKETS - 1] {
+            assert_eq!(decode(metrics(i)), Target::Metrics(i));
+            assert_eq!(dns_index(metrics(i)), None);
+        }
+        assert_eq!(metrics_index(dns(MAX_DNS_SOCKETS - 1)), None);
+        assert_eq!(metrics_index(WAKER), None);
+        let below = Token(usize::MAX - 1 - MAX_LISTENERS - MAX_DNS_SOCKETS - MAX_METRICS_SOCKETS);
+        assert!(
+            matches!(decode(below), Target::Conn(..)),
+            "the first token below the ranges is a connection's"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! Why a connection ended: one typed reason per way out, shown in the log line (and, through
-//! [`CloseReason::as_str`], usable as a metric label).
+//! Why a connection ended: one typed reason per way out, shown in the log line
+//! ([`CloseReason::as_str`]) and counted by the metrics under a snake_case label
+//! ([`CloseReason::label`]).
 
 use std::fmt;
 
@@ -53,7 +54,67 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// A short stable name (log lines, metric labels).
+    /// Every reason, in declaration order: `ALL[r.index()] == r`.
+    pub const ALL: [CloseReason; 22] = [
+        CloseReason::HandshakeTimeout,
+        CloseReason::ClientClosedHandshake,
+        CloseReason::ClientFailedHandshake,
+        CloseReason::ClientWriteFailed,
+        CloseReason::HandshakeTooLong,
+        CloseReason::NotSocks,
+        CloseReason::BadProxyHeader,
+        CloseReason::ClientNotAllowed,
+        CloseReason::BadGreeting,
+        CloseReason::BadAuthVersion,
+        CloseReason::BadRequestVersion,
+        CloseReason::BadSocks4Request,
+        CloseReason::Rejected,
+        CloseReason::Done,
+        CloseReason::Reset,
+        CloseReason::BrokenPipe,
+        CloseReason::RelayError,
+        CloseReason::IdleTimeout,
+        CloseReason::UdpIdleTimeout,
+        CloseReason::UdpEndedByClient,
+        CloseReason::UdpControlFailed,
+        CloseReason::Stuck,
+    ];
+
+    /// The reason's place in [`CloseReason::ALL`] (a metric's counter array index).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name: the `reason` label of `socksloop_closed_total`. The match
+    /// has no wildcard, so a new variant cannot compile without a label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::ClientClosedHandshake => "client_closed_handshake",
+            CloseReason::ClientFailedHandshake => "client_failed_handshake",
+            CloseReason::ClientWriteFailed => "client_write_failed",
+            CloseReason::HandshakeTooLong => "handshake_too_long",
+            CloseReason::NotSocks => "not_socks",
+            CloseReason::BadProxyHeader => "bad_proxy_header",
+            CloseReason::ClientNotAllowed => "client_not_allowed",
+            CloseReason::BadGreeting => "bad_greeting",
+            CloseReason::BadAuthVersion => "bad_auth_version",
+            CloseReason::BadRequestVersion => "bad_request_version",
+            CloseReason::BadSocks4Request => "bad_socks4_request",
+            CloseReason::Rejected => "rejected",
+            CloseReason::Done => "done",
+            CloseReason::Reset => "reset",
+            CloseReason::BrokenPipe => "broken_pipe",
+            CloseReason::RelayError => "relay_error",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::UdpIdleTimeout => "udp_idle_timeout",
+            CloseReason::UdpEndedByClient => "udp_ended_by_client",
+            CloseReason::UdpControlFailed => "udp_control_failed",
+            CloseReason::Stuck => "internal_error",
+        }
+    }
+
+    /// A short stable name (log lines).
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::HandshakeTimeout => "handshake timeout",
@@ -94,5 +155,31 @@ impl CloseReason {
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant is in `ALL` at its own index, with a label of its own: a variant missing
+    /// from `ALL` would fail the index check of the one after it, or the count.
+    #[test]
+    fn every_reason_has_a_distinct_snake_case_label() {
+        for (i, reason) in CloseReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?} out of place in ALL");
+            let label = reason.label();
+            assert!(
+                !label.is_empty()
+                    && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{label}"
+            );
+            assert!(
+                CloseReason::ALL[..i].iter().all(|other| other.label() != label),
+                "{label} is used twice"
+            );
+        }
+        // The last variant's discriminant is the count minus one: nothing after it.
+        assert_eq!(CloseReason::Stuck.index(), CloseReason::ALL.len() - 1);
     }
 }

@@ -272,6 +272,7 @@ impl<S: Stream> Connecting<S> {
         let Carry { mut out, early } = std::mem::take(&mut self.carry);
         out.queue(&command_reply(summary.dialect, Reply::Succeeded, bound));
         summary.reply = Some(Reply::Succeeded);
+        summary.upstream_connected = Some(ctx.now);
         summary.connected = Some(winner.addr);
         summary.local = bound;
         let mut upstream = winner.end;

@@ -280,6 +280,7 @@ impl Handshake {
                 let accepted =
                     ctx.credentials.is_some_and(|c| c.current().verify(request.username, request.password));
                 if !accepted {
+                    summary.auth_failed = true;
                     // The user name helps operators; the password is never logged.
                     log::info!(
                         "conn {}: authentication failed for user '{}' from {}",
@@ -317,6 +318,9 @@ impl Handshake {
                 return Parsed::Finished(Outcome::Close(CloseReason::BadRequestVersion));
             }
             Parse::Invalid(Invalid::Reply(reply)) => {
+                // A complete request, answered at once: say which command it was, if any.
+                summary.command = self.filled().get(1).and_then(|&cmd| Command::from_byte(cmd));
+                summary.requested.get_or_insert(ctx.now);
                 return Parsed::Finished(reject(summary, std::mem::take(&mut self.out), reply));
             }
             Parse::Complete(request, used) => (request, used),
@@ -338,6 +342,13 @@ impl Handshake {
                 return Parsed::Finished(Outcome::Close(CloseReason::BadSocks4Request));
             }
             Parse::Invalid(Invalid::Reply(reply)) => {
+                // SOCKS4 has CONNECT (1) and BIND (2), with SOCKS5's numbers.
+                summary.command = self
+                    .filled()
+                    .get(1)
+                    .and_then(|&cmd| Command::from_byte(cmd))
+                    .filter(|&command| command != Command::UdpAssociate);
+                summary.requested.get_or_insert(ctx.now);
                 return Parsed::Finished(reject(summary, std::mem::take(&mut self.out), reply));
             }
             Parse::Complete(request, used) => {
@@ -356,6 +367,7 @@ impl Handshake {
             log::info!("conn {}: refused SOCKS4 client {}: {why}", ctx.conn, summary.client_addr);
             summary.target = Some(target);
             summary.command = Some(command);
+            summary.requested.get_or_insert(ctx.now);
             return Parsed::Finished(reject(
                 summary,
                 std::mem::take(&mut self.out),

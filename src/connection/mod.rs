@@ -38,6 +38,7 @@ mod rejecting;
 mod relaying;
 mod report;
 mod request;
+mod tally;
 mod udp;
 
 #[cfg(test)]
@@ -66,6 +67,7 @@ use rejecting::Rejecting;
 use relaying::Relay;
 pub use report::Report;
 use request::Resolving;
+pub use tally::Tally;
 use udp::UdpAssociated;
 pub use udp::{HEADER_ROOM, UdpStats};
 
@@ -179,6 +181,12 @@ struct Summary {
     /// Our side of the outbound socket (the egress address).
     local: Option<SocketAddr>,
     started: Instant,
+    /// When the request was complete (parsed; the handshake's end), if it was.
+    requested: Option<Instant>,
+    /// When a CONNECT's upstream connected, if it did.
+    upstream_connected: Option<Instant>,
+    /// The RFC 1929 sub-negotiation failed (wrong user or password).
+    auth_failed: bool,
 }
 
 /// The phases of a connection. Each variant holds exactly what that phase needs; the rare
@@ -280,6 +288,9 @@ impl<N: Net> Connection<N> {
                 connected: None,
                 local: None,
                 started: now,
+                requested: None,
+                upstream_connected: None,
+                auth_failed: false,
             },
         }
     }

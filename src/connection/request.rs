@@ -40,6 +40,7 @@ pub fn start<N: Net>(
     summary: &mut Summary,
 ) -> Outcome<N> {
     log::debug!("conn {}: {:?} {}", ctx.conn, command, target);
+    summary.requested.get_or_insert(ctx.now);
     summary.target = Some(target.clone());
     summary.command = Some(command);
     if command == Command::UdpAssociate {

@@ -74,7 +74,10 @@ pub enum Command {
 }
 
 impl Command {
-    fn from_byte(byte: u8) -> Option<Command> {
+    pub const ALL: [Command; 3] = [Command::Connect, Command::Bind, Command::UdpAssociate];
+
+    /// The command a CMD byte names, if any.
+    pub fn from_byte(byte: u8) -> Option<Command> {
         match byte {
             0x01 => Some(Command::Connect),
             0x02 => Some(Command::Bind),
@@ -447,6 +450,22 @@ mod tests {
         );
         for (byte, name) in [(1, "connect"), (2, "bind"), (3, "udp_associate")] {
             assert_eq!(Command::from_byte(byte).map(Command::name), Some(name));
+        }
+    }
+
+    #[test]
+    fn labels_are_distinct_snake_case() {
+        let replies: Vec<&str> = Reply::ALL.iter().map(|r| r.name()).collect();
+        let commands: Vec<&str> = Command::ALL.iter().map(|c| c.name()).collect();
+        for labels in [&replies, &commands] {
+            for (i, label) in labels.iter().enumerate() {
+                assert!(!labels[..i].contains(label), "{label} twice");
+                assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{label}");
+            }
+        }
+        assert_eq!(replies[2], "not_allowed");
+        for command in Command::ALL {
+            assert_eq!(Command::from_byte(command as u8), Some(command));
         }
     }
 

@@ -5,10 +5,15 @@
 //! 1. `poll` until an event, or until the next deadline (zero when work is left over);
 //! 2. dispatch each event: accept on listeners, drive the connection a token names;
 //! 3. drive connections that ran out of their fairness budget last time;
-//! 4. fire due deadlines;
+//! 4. fire due deadlines (connections', the DNS client's, scrapes');
 //! 5. hand resolver answers to their connections;
 //! 6. remove connections that closed during this pass;
-//! 7. resume accepting if it was paused and there is room again.
+//! 7. resume accepting if it was paused and there is room again;
+//! 8. with `--metrics`, set this loop's gauges (open connections, the DNS client's counters).
+//!
+//! With `--metrics`, worker 0's loop also serves `GET /metrics` (`crate::metrics::endpoint`):
+//! its listener and scrapes are sockets of this `Poll` like any other, and every drive of a
+//! connection is bracketed by two [`connection::Tally`]s whose difference is counted.
 //!
 //! Removal waits until the end of the pass so a slab key is never reused while events for
 //! its old connection may still be in the batch (mio#219). The loop owns everything shared
@@ -33,6 +38,8 @@ use crate::connection::{self, Connection, Ctx, Lookups, Resolution, Step};
 use crate::dns::{DnsClient, DnsConfig, Waiter};
 use crate::limits;
 use crate::logging::ACCESS_TARGET;
+use crate::metrics::endpoint::Endpoint;
+use crate::metrics::{LookupResult, WorkerMetrics};
 use crate::net::Readiness;
 use crate::resolver::Resolver;
 use crate::timer::Timers;
@@ -93,6 +100,10 @@ pub struct EventLoop {
     heartbeat: Arc<AtomicU64>,
     /// Wake at least this often even when idle (set when a watchdog is watching).
     wake_every: Option<Duration>,
+    /// This loop's counters (`--metrics`); `None` skips every update.
+    metrics: Option<Arc<WorkerMetrics>>,
+    /// The `/metrics` endpoint (worker 0 with `--metrics`).
+    endpoint: Option<Endpoint>,
 }
 
 impl EventLoop {
@@ -115,6 +126,10 @@ impl EventLoop {
         let nofile = limits::nofile_limit();
         let fd_cap = limits::connections_for_fd_limit(nofile);
         let total = config.max_connections.map_or(fd_cap, |n| n.min(fd_cap));
+        let endpoint = match shared.endpoint {
+            Some((listener, registry)) => Some(Endpoint::new(listener, registry, poll.registry())?),
+            None => None,
+        };
         #[cfg(target_os = "linux")]
         let pipes = (config.relay_mode == RelayMode::Splice)
             .then(|| crate::relay::splice::PipePool::new(nofile, config.workers));
@@ -142,6 +157,8 @@ impl EventLoop {
             now: Instant::now(),
             heartbeat: shared.heartbeat,
             wake_every: shared.wake_every,
+            metrics: shared.metrics,
+            endpoint,
         })
     }
 
@@ -180,9 +197,11 @@ impl EventLoop {
             self.drive_ready_again();
             self.fire_timers();
             self.fire_dns_timers();
+            self.fire_scrape_timers();
             self.deliver_answers();
             let freed = self.remove_closed();
             self.resume_accepting(freed);
+            self.update_metrics();
         }
         if !self.conns.is_empty() {
             log::info!("stopping; closing {} connections", self.conns.len());
@@ -214,7 +233,8 @@ impl EventLoop {
         let now = Instant::now();
         let dns = self.dns.as_ref().and_then(DnsClient::next_deadline);
         let wake = self.wake_every.map(|every| now + every);
-        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline, dns, wake]
+        let scrapes = self.endpoint.as_ref().and_then(Endpoint::next_deadline);
+        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline, dns, wake, scrapes]
             .into_iter()
             .flatten()
             .min()
@@ -229,6 +249,11 @@ impl EventLoop {
                 // Its answers are handed out with the resolver's, after the events.
                 if let Some(dns) = self.dns.as_mut() {
                     dns.on_ready(self.poll.registry(), index, self.now);
+                }
+            }
+            Target::Metrics(index) => {
+                if let Some(endpoint) = self.endpoint.as_mut() {
+                    endpoint.on_event(index, Readiness::of_event(event), self.poll.registry(), self.now);
                 }
             }
             Target::Conn(key, side) => {
@@ -248,7 +273,9 @@ impl EventLoop {
         key: usize,
         f: impl FnOnce(&mut Connection<Registry>, &mut Ctx<'_, Registry>) -> Step,
     ) {
-        let EventLoop { poll, conns, timers, resolver, dns, scratch, config, credentials, now, .. } = self;
+        let EventLoop {
+            poll, conns, timers, resolver, dns, scratch, config, credentials, now, metrics, ..
+        } = self;
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.is_closed() {
             return;
@@ -277,18 +304,30 @@ impl EventLoop {
             key,
             conn: conn.id,
         };
-        match f(conn, &mut ctx) {
+        // What this drive did is the difference between two tallies (only with --metrics).
+        let before = metrics.as_ref().map(|_| conn.tally());
+        let step = f(conn, &mut ctx);
+        if let (Some(metrics), Some(before)) = (metrics.as_deref(), before) {
+            metrics.on_progress(&before, &conn.tally());
+        }
+        match step {
             Step::Wait => {}
             Step::Again => self.ready_again.push(key),
             Step::Close(reason) => {
                 // Formatting costs even when the line is filtered out: skip it at warn. The
                 // logger only formats and queues: a blocked output cannot stall the loop.
-                if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+                let log = log::log_enabled!(target: ACCESS_TARGET, log::Level::Info);
+                if log || metrics.is_some() {
                     let report = conn.report(reason, *now);
-                    match config.log_format {
-                        LogFormat::Text => log::info!("{report}"),
-                        LogFormat::Json => {
-                            log::info!(target: ACCESS_TARGET, "{}", report.json(SystemTime::now()));
+                    if let Some(metrics) = metrics.as_deref() {
+                        metrics.on_close(report.command, report.reply, report.reason);
+                    }
+                    if log {
+                        match config.log_format {
+                            LogFormat::Text => log::info!("{report}"),
+                            LogFormat::Json => {
+                                log::info!(target: ACCESS_TARGET, "{}", report.json(SystemTime::now()));
+                            }
                         }
                     }
                 }
@@ -321,6 +360,15 @@ impl EventLoop {
         }
     }
 
+    /// Close the scrapes whose time is up.
+    fn fire_scrape_timers(&mut self) {
+        if let Some(endpoint) = self.endpoint.as_mut()
+            && endpoint.next_deadline().is_some_and(|at| at <= self.now)
+        {
+            endpoint.on_timer(self.now);
+        }
+    }
+
     /// The in-loop DNS client's retries and timeouts that are due.
     fn fire_dns_timers(&mut self) {
         if let Some(dns) = self.dns.as_mut()
@@ -333,10 +381,16 @@ impl EventLoop {
     /// Hand the resolver threads' and the DNS client's answers to their connections.
     fn deliver_answers(&mut self) {
         while let Some(answer) = self.resolver.try_answer() {
+            if let Some(metrics) = &self.metrics {
+                metrics.on_lookup(if answer.result.is_ok() { LookupResult::Ok } else { LookupResult::Error });
+            }
             let ips = answer.result.map(|addrs| addrs.iter().map(SocketAddr::ip).collect());
             self.deliver(answer.key, answer.conn, &answer.host, Resolution::All(ips));
         }
         while let Some(answer) = self.dns.as_mut().and_then(DnsClient::pop_answer) {
+            if let Some(metrics) = &self.metrics {
+                metrics.on_lookup(LookupResult::of_dns(&answer.result));
+            }
             let Waiter { key, conn } = answer.waiter;
             self.deliver(key, conn, &answer.name, Resolution::Family(answer.family, answer.result));
         }
@@ -368,6 +422,9 @@ impl EventLoop {
         if !from_balancer && !self.config.rules.client_allowed(addr.ip()) {
             // Closed before a byte is read or written: a denied client learns nothing.
             log::debug!("client {addr} denied by --allow-client rules");
+            if let Some(metrics) = &self.metrics {
+                metrics.on_deny();
+            }
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -395,6 +452,9 @@ impl EventLoop {
         self.timers.set(&mut conn.deadline, self.now + self.config.handshake_timeout, key, id);
         log::debug!("conn {id}: accepted from {addr}");
         entry.insert(conn);
+        if let Some(metrics) = &self.metrics {
+            metrics.on_accept();
+        }
         // The greeting often arrives with the connection: try it now instead of a poll later.
         self.drive(key);
     }
@@ -404,6 +464,17 @@ impl EventLoop {
         let full = self.conns.len() >= self.max_connections;
         if self.acceptor.should_resume(full, freed, self.now) {
             self.accept();
+        }
+    }
+
+    /// The gauges, once per pass: the connections still open and the DNS client's counters.
+    fn update_metrics(&self) {
+        if let Some(metrics) = &self.metrics {
+            // Closed connections not removed yet (closed by a resumed accept) are not open.
+            metrics.set_active(self.conns.len() - self.closing.len());
+            if let Some(dns) = &self.dns {
+                metrics.publish_dns(&dns.stats());
+            }
         }
     }
 

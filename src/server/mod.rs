@@ -22,6 +22,7 @@ use mio::net::TcpListener;
 use crate::auth::{AuthFileError, CredentialStore};
 use crate::config::Config;
 use crate::listen;
+use crate::metrics::{Registry, WorkerMetrics};
 use event_loop::EventLoop;
 
 /// Why the server could not start. Shown to the operator as one line.
@@ -35,6 +36,11 @@ pub enum StartError {
     OpenProxy(SocketAddr),
     Auth(AuthFileError),
     Setup(io::Error),
+    /// The `--metrics` address could not be listened on.
+    Metrics {
+        addr: SocketAddr,
+        source: io::Error,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -55,6 +61,10 @@ impl std::fmt::Display for StartError {
             ),
             StartError::Auth(e) => write!(f, "cannot load credentials: {e}"),
             StartError::Setup(e) => write!(f, "cannot start the event loop: {e}"),
+            StartError::Metrics { addr, source } if source.kind() == io::ErrorKind::AddrInUse => {
+                write!(f, "cannot serve metrics on {addr}: address already in use")
+            }
+            StartError::Metrics { addr, source } => write!(f, "cannot serve metrics on {addr}: {source}"),
         }
     }
 }
@@ -126,6 +136,8 @@ impl Heartbeats {
 /// A running server.
 pub struct Server {
     local_addrs: Vec<SocketAddr>,
+    /// Where `/metrics` is served (`--metrics`), with the real port.
+    metrics_addr: Option<SocketAddr>,
     credentials: Option<Arc<CredentialStore>>,
     stopper: Stopper,
     heartbeats: Heartbeats,
@@ -209,6 +221,20 @@ impl Server {
         local_addrs.extend(inherited.iter().map(|(addr, _)| *addr));
         // The originals close here; each worker holds its own descriptor of the same socket.
         drop(inherited);
+        // Metrics: every worker writes its own counters; worker 0 serves them all.
+        let registry = config.metrics.map(|_| Arc::new(Registry::new(workers, config.in_loop_dns())));
+        let mut metrics_listener = match config.metrics {
+            Some(addr) => {
+                let listener =
+                    listen::bind(addr, false).map_err(|source| StartError::Metrics { addr, source })?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(listener) => Some(listener.local_addr().map_err(StartError::Setup)?),
+            None => None,
+        };
         let control = Arc::new(Control::default());
         let heartbeats = Heartbeats((0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect());
         let mut loops = Vec::with_capacity(workers);
@@ -218,6 +244,11 @@ impl Server {
                 control: Arc::clone(&control),
                 heartbeat: Arc::clone(&heartbeats.0[index]),
                 wake_every: launch.wake_every,
+                metrics: registry.as_ref().map(|registry| registry.worker(index)),
+                endpoint: match (index, &registry) {
+                    (0, Some(registry)) => metrics_listener.take().map(|l| (l, Arc::clone(registry))),
+                    _ => None,
+                },
             };
             let worker = EventLoop::new(config.clone(), listeners, shared, (index, workers))
                 .map_err(StartError::Setup)?;
@@ -245,7 +276,7 @@ impl Server {
                 }
             }
         }
-        Ok(Server { local_addrs, credentials, stopper, heartbeats, threads })
+        Ok(Server { local_addrs, metrics_addr, credentials, stopper, heartbeats, threads })
     }
 
     /// Re-read the credentials (SIGHUP). On error the old ones stay in force.
@@ -265,6 +296,11 @@ impl Server {
     /// The addresses actually bound (with the real port when 0 was asked for).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Where `GET /metrics` is served (`--metrics`), with the real port when 0 was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The loops' pass counters (for the systemd watchdog).
@@ -320,6 +356,10 @@ pub(crate) struct Shared {
     pub(crate) heartbeat: Arc<AtomicU64>,
     /// [`Launch::wake_every`].
     pub(crate) wake_every: Option<Duration>,
+    /// This worker's counters (`--metrics`).
+    pub(crate) metrics: Option<Arc<WorkerMetrics>>,
+    /// Worker 0 with `--metrics`: the endpoint's listener and every worker's counters.
+    pub(crate) endpoint: Option<(TcpListener, Arc<Registry>)>,
 }
 
 /// Calls its hook when the last clone is dropped, that is when the last event loop thread

@@ -15,6 +15,7 @@ mod happy_eyeballs;
 mod keepalive;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod proxy_protocol;
 mod relay;
 mod rules;
