@@ -35,9 +35,17 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// Register each listener under its token.
-    pub fn new(mut listeners: Vec<TcpListener>, registry: &Registry) -> io::Result<Acceptor> {
+    /// Register each listener under its token, and give it the options every accepted client
+    /// socket needs (see [`client_socket_options`]).
+    pub fn new(
+        mut listeners: Vec<TcpListener>,
+        registry: &Registry,
+        keepalive: Option<Duration>,
+    ) -> io::Result<Acceptor> {
         for (i, listener) in listeners.iter_mut().enumerate() {
+            if INHERITED_FROM_LISTENER {
+                client_socket_options(socket2::SockRef::from(&*listener), keepalive);
+            }
             registry.register(listener, token::listener(i), Interest::READABLE)?;
         }
         Ok(Acceptor { listeners, cursor: 0, paused: false, retry_at: None, warned_at: None, unlogged: 0 })
@@ -120,6 +128,44 @@ impl Acceptor {
     }
 }
 
+/// Linux gives an accepted socket the listener's TCP_NODELAY and keepalive settings, so they
+/// are set once on the listener instead of with five `setsockopt` calls per client. Elsewhere
+/// each accepted socket gets them (`EventLoop::admit`).
+pub const INHERITED_FROM_LISTENER: bool = cfg!(target_os = "linux");
+
+/// What every client socket carries: no Nagle delay (a proxy must not add latency) and TCP
+/// keepalive (`--tcp-keepalive`). Failures are logged, not fatal: the proxy still works.
+pub fn client_socket_options(socket: socket2::SockRef<'_>, keepalive: Option<Duration>) {
+    if let Err(e) = socket.set_tcp_nodelay(true) {
+        log::debug!("TCP_NODELAY: {e}");
+    }
+    if let Err(e) = crate::net::set_keepalive(socket, keepalive) {
+        log::debug!("TCP keepalive: {e}");
+    }
+}
+
 fn is_out_of_resources(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The syscall saving rests on the kernel copying the listener's options to every socket
+    /// it accepts: check that it does, here.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn accepted_sockets_inherit_nodelay_and_keepalive_from_the_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        client_socket_options(socket2::SockRef::from(&listener), Some(Duration::from_secs(45)));
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let accepted = socket2::SockRef::from(&accepted);
+        assert!(accepted.tcp_nodelay().unwrap(), "TCP_NODELAY inherited");
+        assert!(accepted.keepalive().unwrap(), "SO_KEEPALIVE inherited");
+        assert_eq!(accepted.tcp_keepalive_time().unwrap(), Duration::from_secs(45));
+        assert_eq!(accepted.tcp_keepalive_interval().unwrap(), crate::net::KEEPALIVE_INTERVAL);
+        assert_eq!(accepted.tcp_keepalive_retries().unwrap(), crate::net::KEEPALIVE_PROBES);
+    }
 }

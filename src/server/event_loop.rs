@@ -30,7 +30,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Waker};
 use slab::Slab;
 
-use super::accept::Acceptor;
+use super::accept::{self, Acceptor};
 use super::{Control, Shared};
 use crate::auth::CredentialStore;
 use crate::config::{Config, LogFormat, RelayMode};
@@ -114,7 +114,7 @@ impl EventLoop {
         (index, count): (usize, usize),
     ) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
-        let acceptor = Acceptor::new(listeners, poll.registry())?;
+        let acceptor = Acceptor::new(listeners, poll.registry(), config.tcp_keepalive)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let resolver = Resolver::new(config.resolver_threads, Arc::clone(&waker));
         let dns = if config.in_loop_dns() {
@@ -427,10 +427,8 @@ impl EventLoop {
             }
             return;
         }
-        let _ = stream.set_nodelay(true);
-        if let Err(e) = crate::net::set_keepalive(socket2::SockRef::from(&stream), self.config.tcp_keepalive)
-        {
-            log::debug!("client {addr}: TCP keepalive: {e}");
+        if !accept::INHERITED_FROM_LISTENER {
+            accept::client_socket_options(socket2::SockRef::from(&stream), self.config.tcp_keepalive);
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
