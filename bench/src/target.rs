@@ -360,7 +360,14 @@ impl Conn {
             return Ok(moved);
         }
         if self.sent == job.len {
-            // A finite download is complete: FIN now, keep reading until the client's.
+            // A finite download is complete. In `Both` mode our FIN waits for the client's:
+            // the client stops at our FIN, and sent earlier it would let the client (and
+            // then the tool, which stops this process) finish while the tail of its upload is
+            // still on its way through the proxy, cut off as "never delivered".
+            if job.mode == Mode::Both && !self.eof {
+                return Ok(moved);
+            }
+            // FIN now, keep reading until the client's.
             self.shut = true;
             self.stream.shutdown(Shutdown::Write)?;
             return Ok(true);
