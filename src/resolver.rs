@@ -18,17 +18,17 @@
 
 use std::cell::Cell;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-/// A name to resolve for a connection.
+/// A name to resolve for a connection. (No port: the phases put the request's port on the
+/// addresses, so a UDP association can share one answer between datagrams to any port.)
 pub struct Lookup {
     pub key: usize,
     pub conn: u64,
     pub host: String,
-    pub port: u16,
 }
 
 /// The result of a [`Lookup`].
@@ -37,7 +37,7 @@ pub struct Answer {
     pub conn: u64,
     /// The name asked for (a UDP association resolves many names at once).
     pub host: String,
-    pub result: io::Result<Vec<SocketAddr>>,
+    pub result: io::Result<Vec<IpAddr>>,
 }
 
 /// The loop's handle on the resolver threads.
@@ -151,7 +151,8 @@ fn resolve_until_closed(queue: &Mutex<Receiver<Lookup>>, answers: &Sender<Answer
         let Ok(lookup) = next else {
             return; // the loop dropped its sender: shut down
         };
-        let result = (lookup.host.as_str(), lookup.port).to_socket_addrs().map(Iterator::collect);
+        // getaddrinfo wants a port; any will do, and only the addresses are kept.
+        let result = (lookup.host.as_str(), 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect());
         let answer = Answer { key: lookup.key, conn: lookup.conn, host: lookup.host, result };
         if answers.send(answer).is_err() {
             return;
@@ -217,7 +218,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let resolver = Resolver::new(1, waker);
-        resolver.submit(Lookup { key: 4, conn: 2, host: "localhost".into(), port: 80 });
+        resolver.submit(Lookup { key: 4, conn: 2, host: "localhost".into() });
         let mut events = mio::Events::with_capacity(4);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let answer = loop {
@@ -229,7 +230,7 @@ mod tests {
         };
         assert_eq!((answer.key, answer.conn), (4, 2));
         let addrs = answer.result.expect("localhost resolves");
-        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80), "{addrs:?}");
+        assert!(!addrs.is_empty() && addrs.iter().all(IpAddr::is_loopback), "{addrs:?}");
     }
 
     /// Collect `n` answers, polling for at most 10 s.
@@ -253,7 +254,7 @@ mod tests {
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let resolver = Resolver::new(3, waker);
         assert_eq!(resolver.threads(), 0, "no thread before the first lookup");
-        let lookup = |key| Lookup { key, conn: 0, host: "localhost".into(), port: 1 };
+        let lookup = |key| Lookup { key, conn: 0, host: "localhost".into() };
 
         resolver.submit(lookup(1));
         assert_eq!(resolver.threads(), 1);

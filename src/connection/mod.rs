@@ -103,8 +103,7 @@ pub trait Lookups {
 
 impl Lookups for Resolver {
     fn lookup(&mut self, host: &str, key: usize, conn: u64, _now: Instant) {
-        // The port is not needed: phases put the request's port on the addresses.
-        self.submit(crate::resolver::Lookup { key, conn, host: host.to_owned(), port: 0 });
+        self.submit(crate::resolver::Lookup { key, conn, host: host.to_owned() });
     }
 }
 

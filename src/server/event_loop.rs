@@ -384,8 +384,7 @@ impl EventLoop {
             if let Some(metrics) = &self.metrics {
                 metrics.on_lookup(if answer.result.is_ok() { LookupResult::Ok } else { LookupResult::Error });
             }
-            let ips = answer.result.map(|addrs| addrs.iter().map(SocketAddr::ip).collect());
-            self.deliver(answer.key, answer.conn, &answer.host, Resolution::All(ips));
+            self.deliver(answer.key, answer.conn, &answer.host, Resolution::All(answer.result));
         }
         while let Some(answer) = self.dns.as_mut().and_then(DnsClient::pop_answer) {
             if let Some(metrics) = &self.metrics {
