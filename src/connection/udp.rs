@@ -55,16 +55,17 @@ pub struct UdpStats {
 
 /// A name's state within one association.
 enum Name {
-    /// Datagrams waiting for the name's first addresses, and how many answers are still to
-    /// come (the resolver threads answer once, the in-loop client once per family).
+    /// Datagrams waiting for the name's first addresses, and the address families whose
+    /// answers are still to come (two; the resolver threads answer both at once, the in-loop
+    /// client one at a time).
     Resolving {
         waiting: Vec<(u16, Vec<u8>)>,
-        answers_left: u8,
+        families_left: u8,
     },
-    /// Addresses known (more may join while `answers_left` > 0).
+    /// Addresses known (more may join while `families_left` > 0).
     Resolved {
         ips: Vec<IpAddr>,
-        answers_left: u8,
+        families_left: u8,
     },
     Failed,
 }
@@ -116,8 +117,6 @@ struct Names<'a> {
     key: usize,
     conn: u64,
     now: Instant,
-    /// The in-loop DNS client answers once per family; the resolver threads once.
-    in_loop: bool,
 }
 
 /// The result of handling a batch of datagrams.
@@ -224,13 +223,7 @@ impl<D: Datagram> UdpAssociated<D> {
         let mut active = false;
         if self.client_side.ready.readable {
             active = true;
-            let mut names = Names {
-                lookups: &mut *ctx.names,
-                key: ctx.key,
-                conn: ctx.conn,
-                now: ctx.now,
-                in_loop: ctx.config.in_loop_dns(),
-            };
+            let mut names = Names { lookups: &mut *ctx.names, key: ctx.key, conn: ctx.conn, now: ctx.now };
             match self.relay_from_client(ctx.scratch, &ctx.config.rules, &mut names) {
                 Handled::Done => self.client_side.ready.readable = false,
                 Handled::More => more = true,
@@ -318,15 +311,19 @@ impl<D: Datagram> UdpAssociated<D> {
 
     /// A lookup for `host` answered (all at once, or one family): send what waited for it.
     pub fn on_resolved(&mut self, host: &str, answer: Resolution, rules: &Rules) {
+        let families = match answer {
+            Resolution::All(_) => 2,
+            Resolution::Family(..) => 1,
+        };
         let ips: Vec<IpAddr> = match answer {
             Resolution::All(Ok(ips)) | Resolution::Family(_, Ok(ips)) => ips,
             Resolution::All(Err(_)) | Resolution::Family(_, Err(_)) => Vec::new(),
         };
         let Some(name) = self.names.get_mut(host) else { return };
         let (waiting, known) = match name {
-            Name::Resolving { waiting, answers_left } => {
-                *answers_left = answers_left.saturating_sub(1);
-                let left = *answers_left;
+            Name::Resolving { waiting, families_left } => {
+                *families_left = families_left.saturating_sub(families);
+                let left = *families_left;
                 if ips.is_empty() {
                     if left == 0 {
                         let dropped = waiting.len() as u64;
@@ -336,11 +333,11 @@ impl<D: Datagram> UdpAssociated<D> {
                     return;
                 }
                 let waiting = std::mem::take(waiting);
-                *name = Name::Resolved { ips: ips.clone(), answers_left: left };
+                *name = Name::Resolved { ips: ips.clone(), families_left: left };
                 (waiting, ips)
             }
-            Name::Resolved { ips: known, answers_left } => {
-                *answers_left = answers_left.saturating_sub(1);
+            Name::Resolved { ips: known, families_left } => {
+                *families_left = families_left.saturating_sub(families);
                 known.extend(ips);
                 return;
             }
@@ -404,17 +401,16 @@ impl<D: Datagram> UdpAssociated<D> {
                 if self.names.len() >= MAX_NAMES {
                     // Forget finished lookups; keep the ones datagrams are waiting on.
                     self.names.retain(|_, name| {
-                        !matches!(name, Name::Failed | Name::Resolved { answers_left: 0, .. })
+                        !matches!(name, Name::Failed | Name::Resolved { families_left: 0, .. })
                     });
                     if self.names.len() >= MAX_NAMES {
                         self.stats.dropped_other += 1;
                         return;
                     }
                 }
-                let answers_left = if names.in_loop { 2 } else { 1 };
                 self.names.insert(
                     host.clone(),
-                    Name::Resolving { waiting: vec![(port, payload.to_vec())], answers_left },
+                    Name::Resolving { waiting: vec![(port, payload.to_vec())], families_left: 2 },
                 );
                 names.lookups.lookup(&host, names.key, names.conn, names.now);
             }
