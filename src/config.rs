@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::acl::{Cidr, Rules};
 use crate::auth::AuthSource;
+use crate::users::{BindOut, Egress, Users};
 
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
@@ -40,8 +41,19 @@ pub struct Config {
     pub allow_open_proxy: bool,
     /// Client and destination rules.
     pub rules: Rules,
-    /// Local address that outbound connections leave from.
-    pub bind_out: Option<IpAddr>,
+    /// Local address that outbound connections leave from (`incoming`: the one the client
+    /// reached).
+    pub bind_out: Option<BindOut>,
+    /// `SO_BINDTODEVICE` on outbound sockets.
+    pub bind_interface: Option<String>,
+    /// `SO_MARK` on outbound sockets.
+    pub fwmark: Option<u32>,
+    /// Simultaneous connections from one client IP address, over all workers.
+    pub max_connections_per_client: Option<usize>,
+    /// Users from the config file's `[[users]]` tables (the auth file's are read apart).
+    pub users: Users,
+    /// The config file this configuration was read from (`--config`), if any.
+    pub config_file: Option<PathBuf>,
     /// Address put in UDP ASSOCIATE replies instead of the relay socket's own (behind NAT).
     pub udp_advertise: Option<IpAddr>,
     /// Accept SOCKS4 and SOCKS4a clients.
@@ -132,6 +144,11 @@ impl Default for Config {
             allow_open_proxy: false,
             rules: Rules::default(),
             bind_out: None,
+            bind_interface: None,
+            fwmark: None,
+            max_connections_per_client: None,
+            users: Users::default(),
+            config_file: None,
             udp_advertise: None,
             socks4: true,
             socks4_without_auth: false,
@@ -151,6 +168,11 @@ impl Config {
     /// Whether names are resolved by the in-loop DNS client (`--nameserver`).
     pub fn in_loop_dns(&self) -> bool {
         !self.nameservers.is_empty()
+    }
+
+    /// The global egress settings (a user's own overlay them).
+    pub fn egress(&self) -> Egress {
+        Egress { bind_out: self.bind_out, interface: self.bind_interface.clone(), fwmark: self.fwmark }
     }
 }
 
@@ -234,7 +256,15 @@ AUTHENTICATION AND ACCESS:
     --deny-port PORT            Never connect to this port (repeatable)
     --block-private             Deny loopback, private, link-local (cloud metadata) and other
                                 special ranges, after name resolution
-    --bind-out ADDR             Make outbound connections from this local IP address
+    --bind-out ADDR|incoming    Make outbound connections from this local IP address, or
+                                from the address the client connected to (incoming)
+    --bind-interface IFACE      Send outbound connections only through this interface
+                                (SO_BINDTODEVICE; needs CAP_NET_RAW)
+    --fwmark N                  Put this firewall mark on outbound connections (SO_MARK, for
+                                policy routing; needs CAP_NET_ADMIN)
+    --max-connections-per-client N
+                                Simultaneous connections from one client IP address; more
+                                are refused (SOCKS5 reply 02) [default: no limit]
     --proxy-protocol CIDR       Connections from these load balancers must begin with a
                                 PROXY protocol header (v1 or v2); the client it names is the
                                 client for --allow-client and logs (repeatable)
@@ -322,8 +352,11 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
     config.rules.deny_dest = take_all(&mut args, "--deny-dest", |s| parse_cidr("--deny-dest", s))?;
     config.rules.deny_ports = take_all(&mut args, "--deny-port", parse_port)?;
     config.proxy_protocol = take_all(&mut args, "--proxy-protocol", |s| parse_cidr("--proxy-protocol", s))?;
-    config.bind_out = take(&mut args, "--bind-out", |s| {
-        s.parse::<IpAddr>().map_err(|_| format!("invalid value '{s}' for --bind-out: expected an IP address"))
+    config.bind_out = take(&mut args, "--bind-out", parse_bind_out)?;
+    config.bind_interface = take(&mut args, "--bind-interface", parse_interface)?;
+    config.fwmark = take(&mut args, "--fwmark", parse_fwmark)?;
+    config.max_connections_per_client = take(&mut args, "--max-connections-per-client", |s| {
+        parse_positive("--max-connections-per-client", s)
     })?;
     config.udp_advertise = take(&mut args, "--udp-advertise", |s| {
         s.parse::<IpAddr>()
@@ -383,6 +416,37 @@ fn take_all<T>(
 ) -> Result<Vec<T>, ConfigError> {
     let raw: Vec<String> = args.values_from_str(flag).map_err(flag_error)?;
     raw.iter().map(|s| parse(s).map_err(ConfigError)).collect()
+}
+
+/// An IP address, or `incoming` (the local address the client connected to).
+pub fn parse_bind_out(s: &str) -> Result<BindOut, String> {
+    if s.eq_ignore_ascii_case("incoming") {
+        return Ok(BindOut::Incoming);
+    }
+    s.parse::<IpAddr>()
+        .map(BindOut::Addr)
+        .map_err(|_| format!("invalid value '{s}' for --bind-out: expected an IP address or 'incoming'"))
+}
+
+/// A network interface name as the kernel accepts it: 1 to 15 bytes, no '/', no whitespace.
+pub fn parse_interface(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() < 16 && !s.contains('/') && !s.chars().any(char::is_whitespace);
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("invalid value '{s}' for --bind-interface: expected an interface name (1-15 bytes)"))
+    }
+}
+
+/// A firewall mark: decimal or 0x-prefixed hexadecimal, 32 bits.
+pub fn parse_fwmark(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse::<u32>(),
+    };
+    parsed.map_err(|_| {
+        format!("invalid value '{s}' for --fwmark: expected a number from 0 to 4294967295 (or 0x...)")
+    })
 }
 
 fn parse_cidr(flag: &str, s: &str) -> Result<Cidr, String> {
@@ -587,7 +651,7 @@ mod tests {
         assert_eq!(c.rules.deny_dest, vec!["192.168.0.0/16".parse::<Cidr>().unwrap()]);
         assert_eq!(c.rules.deny_ports, vec![25]);
         assert!(c.rules.block_private && c.allow_open_proxy);
-        assert_eq!(c.bind_out, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(c.bind_out, Some(BindOut::Addr("127.0.0.2".parse().unwrap())));
         for (args, name) in [
             (&["--allow-client", "10.0.0.0/40"][..], "--allow-client"),
             (&["--deny-port", "0"], "--deny-port"),

@@ -29,10 +29,12 @@ pub mod protocol;
 mod relay;
 pub mod resolver;
 mod server;
+pub mod settings;
 pub mod sim;
 pub mod systemd;
 pub mod timer;
 pub mod token;
+pub mod users;
 
 pub use config::{Config, LogFormat, RelayMode};
 
@@ -49,4 +51,4 @@ pub mod dns_fuzz {
 pub mod metrics_fuzz {
     pub use crate::metrics::http::{HttpError, MAX_HEAD, Request, Route, parse_request, response, route};
 }
-pub use server::{Heartbeats, Launch, Server, StartError, Stopper};
+pub use server::{Heartbeats, Launch, Reloader, Server, StartError, Stopper};

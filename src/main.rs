@@ -11,10 +11,9 @@ use std::process::ExitCode;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use socksloop::auth::CredentialStore;
 use socksloop::config::{self, Action};
 use socksloop::systemd::{self, Notifier, Watchdog, message};
-use socksloop::{Launch, Server, Stopper, limits};
+use socksloop::{Launch, Reloader, Server, Stopper, limits};
 use std::sync::Arc;
 
 fn main() -> ExitCode {
@@ -32,6 +31,7 @@ fn run() -> ExitCode {
     let from_systemd = unsafe { systemd::Environment::take() };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let listen_given = systemd::listen_flag_given(&args);
+    let reread_args = args.clone();
     let mut config = match config::parse_args(args) {
         Ok(Action::Run(config)) => *config,
         Ok(Action::PrintHelp) => {
@@ -103,7 +103,10 @@ fn run() -> ExitCode {
     let signal_handle = signals.handle();
     // With a watchdog each loop wakes every quarter period and the pings go out every half,
     // so a healthy loop has gone round about twice between pings.
-    let launch = Launch { inherited, wake_every: watchdog_period.map(|period| period / 4) };
+    let clear_listen = !inherited.is_empty() && !listen_given;
+    let reread = Box::new(move || reread_config(&reread_args, clear_listen));
+    let launch =
+        Launch { inherited, wake_every: watchdog_period.map(|period| period / 4), reread: Some(reread) };
     let server = match Server::launch(config, launch, move || signal_handle.close()) {
         Ok(server) => server,
         Err(e) => return fail(e),
@@ -130,7 +133,7 @@ fn run() -> ExitCode {
         }
         _ => None,
     };
-    handle_signals(signals, &server.stopper(), server.credential_store(), &notify);
+    handle_signals(signals, &server.stopper(), server.reloader(), &notify);
     let result = server.wait();
     drop(watchdog);
     match result {
@@ -205,16 +208,26 @@ impl Notify {
     }
 }
 
-/// SIGHUP reloads credentials (between `RELOADING=1` and `READY=1`). The first SIGINT/SIGTERM
+/// The configuration as a reload sees it: the same command line, the config file it names read
+/// again, the environment user, and the listeners cleared as at start under socket activation.
+fn reread_config(args: &[OsString], clear_listen: bool) -> Result<config::Config, String> {
+    let mut config = match config::parse_args(args.to_vec()) {
+        Ok(Action::Run(config)) => *config,
+        Ok(_) => return Err("the command line no longer asks to run".into()),
+        Err(e) => return Err(e.0),
+    };
+    config.auth.env_user = env_user()?;
+    if clear_listen {
+        config.listen.clear();
+    }
+    Ok(config)
+}
+
+/// SIGHUP reloads users and rules (between `RELOADING=1` and `READY=1`). The first SIGINT/SIGTERM
 /// drains (`STOPPING=1`; no new clients, open ones get the grace period); a second one stops
 /// at once. Returns after that second signal, or when the loops have ended and closed
 /// `signals`.
-fn handle_signals(
-    mut signals: Signals,
-    stopper: &Stopper,
-    credentials: Option<Arc<CredentialStore>>,
-    notify: &Notify,
-) {
+fn handle_signals(mut signals: Signals, stopper: &Stopper, reloader: Reloader, notify: &Notify) {
     let mut draining = false;
     for signal in signals.forever() {
         if signal != SIGHUP {
@@ -233,12 +246,14 @@ fn handle_signals(
         if !draining {
             notify.send(&message::reloading(systemd::monotonic_usec()));
         }
-        match &credentials {
-            Some(store) => match store.reload() {
-                Ok(users) => log::info!("SIGHUP: credentials reloaded ({users} users)"),
-                Err(e) => log::error!("SIGHUP: keeping the old credentials: {e}"),
-            },
-            None => log::info!("SIGHUP: no auth file configured; nothing to reload"),
+        match reloader.reload() {
+            Ok(reloaded) => {
+                log::info!("SIGHUP: settings reloaded ({} users)", reloaded.users);
+                if reloaded.listeners_ignored {
+                    log::warn!("SIGHUP: listener changes are not applied by a reload; restart to apply them");
+                }
+            }
+            Err(e) => log::error!("SIGHUP: keeping the old settings: {e}"),
         }
         if !draining {
             notify.ready();

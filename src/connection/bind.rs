@@ -40,7 +40,7 @@ pub fn begin<N: Net>(
     ctx: &mut Ctx<'_, N>,
     summary: &mut Summary,
 ) -> Outcome<N> {
-    let local_ip = ctx.config.bind_out.or_else(|| ctx.net.outbound_ip_for(toward)).or(local);
+    let local_ip = ctx.settings.egress.source_ip(local).or_else(|| ctx.net.outbound_ip_for(toward)).or(local);
     let opened = local_ip
         .ok_or_else(|| io::Error::other("no local address"))
         .and_then(|ip| ctx.net.listen(SocketAddr::new(ip, 0), ctx.socket_id(Side::Aux)));

@@ -101,7 +101,7 @@ impl<S: Stream> Connecting<S> {
     fn add_addresses<N: Net>(&mut self, ips: Vec<IpAddr>, ctx: &Ctx<'_, N>) {
         let addrs: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, self.port)).collect();
         let before = addrs.len();
-        match policy::usable_destinations(addrs, &ctx.config.rules, ctx.config.bind_out) {
+        match policy::usable_destinations(addrs, &ctx.settings.rules, ctx.settings.egress.source_ip(None)) {
             Ok(usable) => {
                 if usable.len() < before {
                     log::debug!(
@@ -229,7 +229,11 @@ impl<S: Stream> Connecting<S> {
         }
         while let Some(addr) = self.untried.pop_front() {
             let slot = self.free_slot();
-            match ctx.net.connect(addr, ctx.config.bind_out, ctx.socket_id(Side::Upstream(slot))) {
+            match ctx.net.connect(
+                addr,
+                ctx.settings.egress.source_ip(None),
+                ctx.socket_id(Side::Upstream(slot)),
+            ) {
                 Ok(socket) => {
                     log::debug!("conn {}: connecting to {addr} (slot {slot})", ctx.conn);
                     self.attempts.push(Attempt { end: End::new(socket, Readiness::NONE), addr, slot });

@@ -46,17 +46,19 @@ mod tests;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::CredentialStore;
 use crate::config::Config;
 use crate::dns::{DnsError, Family};
 use crate::net::{End, Net, Readiness, SocketId};
 use crate::protocol::{Command, Reply, TargetAddr};
 use crate::relay::{Movers, Outbox};
 use crate::resolver::Resolver;
+use crate::settings::Settings;
 use crate::timer::{Deadline, Timers};
 use crate::token::Side;
+use crate::users::User;
 
 use bind::BindWaiting;
 pub use close::CloseReason;
@@ -130,8 +132,8 @@ pub struct Ctx<'a, N: Net> {
     #[cfg(target_os = "linux")]
     pub pipes: Option<&'a mut crate::relay::splice::PipePool>,
     pub config: &'a Config,
-    /// Present when username/password authentication is required.
-    pub credentials: Option<&'a CredentialStore>,
+    /// Users, rules and egress as of this pass (replaced whole by a reload).
+    pub settings: &'a Settings,
     pub now: Instant,
     /// The connection's slab key (its sockets' tokens derive from it).
     pub key: usize,
@@ -171,7 +173,8 @@ struct Summary {
     client_addr: SocketAddr,
     dialect: Dialect,
     /// The authenticated user (RFC 1929).
-    user: Option<Box<str>>,
+    /// The user this client logged in as (RFC 1929); their settings apply to it.
+    user: Option<Arc<User>>,
     command: Option<Command>,
     target: Option<TargetAddr>,
     reply: Option<Reply>,
@@ -390,7 +393,7 @@ impl<N: Net> Connection<N> {
             }
             Phase::Connecting(connecting) => connecting.on_late_answer(answer, ctx),
             Phase::UdpAssociated(udp) => {
-                udp.on_resolved(host, answer, &ctx.config.rules);
+                udp.on_resolved(host, answer, &ctx.settings.rules);
                 return;
             }
             _ => return, // a late answer (the connect timed out meanwhile)
@@ -469,7 +472,7 @@ impl<N: Net> Connection<N> {
         Report {
             id: self.id,
             client: s.client_addr,
-            user: s.user.as_deref(),
+            user: s.user.as_deref().map(|u| u.name.as_str()),
             command: s.command,
             target: s.target.as_ref(),
             connected: s.connected,

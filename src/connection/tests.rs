@@ -45,7 +45,7 @@ struct Rig {
     timers: Timers,
     scratch: Vec<u8>,
     config: Config,
-    credentials: Option<CredentialStore>,
+    settings: Settings,
     conn: Connection<SimNet>,
     client: Script,
     last: Step,
@@ -61,8 +61,7 @@ impl Rig {
     fn with(tweak: impl FnOnce(&mut Config)) -> Rig {
         let mut config = Config::default();
         tweak(&mut config);
-        let credentials =
-            config.auth.is_configured().then(|| CredentialStore::open(config.auth.clone()).unwrap());
+        let settings = Settings::from_config(&config).unwrap();
         let client = Script::default();
         client.grant(usize::MAX);
         let now = Instant::now();
@@ -73,7 +72,7 @@ impl Rig {
             timers: Timers::default(),
             scratch: vec![0; 64 * 1024 + HEADER_ROOM],
             config,
-            credentials,
+            settings,
             conn,
             client,
             last: Step::Wait,
@@ -95,7 +94,7 @@ impl Rig {
             #[cfg(target_os = "linux")]
             pipes: None,
             config: &self.config,
-            credentials: self.credentials.as_ref(),
+            settings: &self.settings,
             now: self.now,
             key: 3,
             conn: 7,

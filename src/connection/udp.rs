@@ -148,8 +148,11 @@ pub fn begin<N: Net>(
     };
     // The client side listens where the client reached us; the upstream side leaves from
     // `--bind-out`, or from anywhere, dual-stack.
-    let upstream_at =
-        ctx.config.bind_out.map_or(DatagramBind::DualStack, |ip| DatagramBind::At(SocketAddr::new(ip, 0)));
+    let upstream_at = ctx
+        .settings
+        .egress
+        .source_ip(Some(local.ip()))
+        .map_or(DatagramBind::DualStack, |ip| DatagramBind::At(SocketAddr::new(ip, 0)));
     let opened = bind_client_side(local.ip(), ctx).and_then(|client_side| {
         let upstream_side = ctx.net.bind_datagram(upstream_at, ctx.socket_id(Side::Upstream(0)))?;
         Ok((client_side, upstream_side))
@@ -224,7 +227,7 @@ impl<D: Datagram> UdpAssociated<D> {
         if self.client_side.ready.readable {
             active = true;
             let mut names = Names { lookups: &mut *ctx.names, key: ctx.key, conn: ctx.conn, now: ctx.now };
-            match self.relay_from_client(ctx.scratch, &ctx.config.rules, &mut names) {
+            match self.relay_from_client(ctx.scratch, &ctx.settings.rules, &mut names) {
                 Handled::Done => self.client_side.ready.readable = false,
                 Handled::More => more = true,
             }

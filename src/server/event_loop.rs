@@ -32,7 +32,6 @@ use slab::Slab;
 
 use super::accept::{self, Acceptor};
 use super::{Control, Shared};
-use crate::auth::CredentialStore;
 use crate::config::{Config, LogFormat, RelayMode};
 use crate::connection::{self, Connection, Ctx, Lookups, Resolution, Step};
 use crate::dns::{DnsClient, DnsConfig, Waiter};
@@ -42,6 +41,7 @@ use crate::metrics::endpoint::Endpoint;
 use crate::metrics::{LookupResult, WorkerMetrics};
 use crate::net::Readiness;
 use crate::resolver::Resolver;
+use crate::settings::{Settings, SettingsStore};
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
 
@@ -87,7 +87,11 @@ pub struct EventLoop {
     #[cfg(target_os = "linux")]
     pipes: Option<crate::relay::splice::PipePool>,
     config: Config,
-    credentials: Option<Arc<CredentialStore>>,
+    /// Where reloaded settings appear ([`SettingsStore::generation`] is checked every pass).
+    settings_store: Arc<SettingsStore>,
+    /// The settings this loop uses now, and the generation they are.
+    settings: Arc<Settings>,
+    settings_generation: u64,
     /// Keys closed during this pass, removed at its end.
     closing: Vec<usize>,
     /// Keys whose fairness budget ran out: drive again without waiting for an event.
@@ -149,7 +153,9 @@ impl EventLoop {
             #[cfg(target_os = "linux")]
             pipes,
             config,
-            credentials: shared.credentials,
+            settings: shared.settings.current(),
+            settings_generation: shared.settings.generation(),
+            settings_store: shared.settings,
             closing: Vec::new(),
             ready_again: Vec::new(),
             control: shared.control,
@@ -191,6 +197,7 @@ impl EventLoop {
             }
             self.now = Instant::now();
             self.heartbeat.fetch_add(1, Ordering::Relaxed);
+            self.take_reloaded_settings();
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -207,6 +214,18 @@ impl EventLoop {
             log::info!("stopping; closing {} connections", self.conns.len());
         }
         Ok(())
+    }
+
+    /// After a reload (SIGHUP), use the new settings from this pass on. The connections of
+    /// users the new settings revoke are ended by `end_revoked` (#13).
+    fn take_reloaded_settings(&mut self) {
+        let generation = self.settings_store.generation();
+        if generation == self.settings_generation {
+            return;
+        }
+        self.settings_generation = generation;
+        self.settings = self.settings_store.current();
+        log::debug!("event loop {}: settings reloaded (generation {generation})", self.index);
     }
 
     /// Close the listeners (new clients are refused by the kernel from now on) and give the
@@ -273,9 +292,8 @@ impl EventLoop {
         key: usize,
         f: impl FnOnce(&mut Connection<Registry>, &mut Ctx<'_, Registry>) -> Step,
     ) {
-        let EventLoop {
-            poll, conns, timers, resolver, dns, scratch, config, credentials, now, metrics, ..
-        } = self;
+        let EventLoop { poll, conns, timers, resolver, dns, scratch, config, settings, now, metrics, .. } =
+            self;
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.is_closed() {
             return;
@@ -299,7 +317,7 @@ impl EventLoop {
             #[cfg(target_os = "linux")]
             pipes: self.pipes.as_mut(),
             config,
-            credentials: credentials.as_deref(),
+            settings,
             now: *now,
             key,
             conn: conn.id,
@@ -418,7 +436,7 @@ impl EventLoop {
     fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr) {
         // A listed load balancer is let in; the client its PROXY header names is checked.
         let from_balancer = self.config.proxy_protocol.iter().any(|balancer| balancer.contains(addr.ip()));
-        if !from_balancer && !self.config.rules.client_allowed(addr.ip()) {
+        if !from_balancer && !self.settings.rules.client_allowed(addr.ip()) {
             // Closed before a byte is read or written: a denied client learns nothing.
             log::debug!("client {addr} denied by --allow-client rules");
             if let Some(metrics) = &self.metrics {

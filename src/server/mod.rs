@@ -4,7 +4,7 @@
 //!
 //! [`Server::start`] binds every listener first, so "address in use" is reported to the
 //! caller before anything runs, then runs each worker's loop on its own thread. Workers
-//! share nothing but the credentials and the stop/drain flags ([`Control`]).
+//! share nothing but the settings (users, rules; `src/settings.rs`) and the stop/drain flags ([`Control`]).
 
 mod accept;
 mod event_loop;
@@ -19,10 +19,11 @@ use std::time::Duration;
 use mio::Waker;
 use mio::net::TcpListener;
 
-use crate::auth::{AuthFileError, CredentialStore};
+use crate::auth::AuthFileError;
 use crate::config::Config;
 use crate::listen;
 use crate::metrics::{Registry, WorkerMetrics};
+use crate::settings::{Reloaded, Reread, SettingsStore};
 use event_loop::EventLoop;
 
 /// Why the server could not start. Shown to the operator as one line.
@@ -101,7 +102,7 @@ impl Stopper {
         self.wake_all();
     }
 
-    fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         for waker in &self.wakers {
             let _ = waker.wake();
         }
@@ -110,7 +111,7 @@ impl Stopper {
 
 /// What a server starts with besides its [`Config`]: what the process was handed rather
 /// than asked for on the command line (systemd's sockets and watchdog).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Launch {
     /// Listening sockets inherited from systemd (socket activation), served beside
     /// `config.listen`; nonblocking. With several workers each worker accepts from a
@@ -119,6 +120,19 @@ pub struct Launch {
     /// Wake every loop at least this often, even when idle, so that its heartbeat shows it
     /// alive (the systemd watchdog). `None`: sleep until there is work.
     pub wake_every: Option<Duration>,
+    /// Reads the configuration again on reload (the binary re-reads its command line and
+    /// config file). `None`: a reload re-reads only the auth file of the starting `Config`.
+    pub reread: Option<Reread>,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("inherited", &self.inherited)
+            .field("wake_every", &self.wake_every)
+            .field("reread", &self.reread.is_some())
+            .finish()
+    }
 }
 
 /// Each event loop's pass counter, bumped once per pass: proof that the loops go round (the
@@ -138,7 +152,7 @@ pub struct Server {
     local_addrs: Vec<SocketAddr>,
     /// Where `/metrics` is served (`--metrics`), with the real port.
     metrics_addr: Option<SocketAddr>,
-    credentials: Option<Arc<CredentialStore>>,
+    settings: Arc<SettingsStore>,
     stopper: Stopper,
     heartbeats: Heartbeats,
     threads: Vec<JoinHandle<io::Result<()>>>,
@@ -183,17 +197,18 @@ impl Server {
             inherited.push((addr, listener));
         }
         if !config.auth.is_configured()
+            && config.users.is_empty()
             && !config.allow_open_proxy
             && let Some(open) =
                 config.listen.iter().chain(inherited.iter().map(|(a, _)| a)).find(|a| !a.ip().is_loopback())
         {
             return Err(StartError::OpenProxy(*open));
         }
-        let credentials = if config.auth.is_configured() {
-            Some(Arc::new(CredentialStore::open(config.auth.clone()).map_err(StartError::Auth)?))
-        } else {
-            None
+        let settings = match launch.reread {
+            Some(reread) => SettingsStore::open(&config, reread),
+            None => SettingsStore::of(&config),
         };
+        let settings = Arc::new(settings.map_err(StartError::Auth)?);
         let workers = config.workers.max(1);
         let reuse_port = workers > 1;
         let mut local_addrs: Vec<SocketAddr> = Vec::with_capacity(config.listen.len());
@@ -240,7 +255,7 @@ impl Server {
         let mut loops = Vec::with_capacity(workers);
         for (index, listeners) in listener_sets.into_iter().enumerate() {
             let shared = Shared {
-                credentials: credentials.clone(),
+                settings: Arc::clone(&settings),
                 control: Arc::clone(&control),
                 heartbeat: Arc::clone(&heartbeats.0[index]),
                 wake_every: launch.wake_every,
@@ -276,21 +291,18 @@ impl Server {
                 }
             }
         }
-        Ok(Server { local_addrs, metrics_addr, credentials, stopper, heartbeats, threads })
+        Ok(Server { local_addrs, metrics_addr, settings, stopper, heartbeats, threads })
     }
 
-    /// Re-read the credentials (SIGHUP). On error the old ones stay in force.
-    /// Established connections are not touched. Returns the number of users.
-    pub fn reload_credentials(&self) -> Result<usize, AuthFileError> {
-        match &self.credentials {
-            Some(store) => store.reload(),
-            None => Ok(0),
-        }
+    /// Re-read users and rules (SIGHUP). On error the old ones stay in force; on success the
+    /// loops take the new settings on their next pass and end revoked users' connections.
+    pub fn reload(&self) -> Result<Reloaded, String> {
+        self.reloader().reload()
     }
 
     /// A handle for reloading from another thread (the signal thread).
-    pub fn credential_store(&self) -> Option<Arc<CredentialStore>> {
-        self.credentials.clone()
+    pub fn reloader(&self) -> Reloader {
+        Reloader { settings: Arc::clone(&self.settings), stopper: self.stopper.clone() }
     }
 
     /// The addresses actually bound (with the real port when 0 was asked for).
@@ -348,9 +360,30 @@ impl Drop for Server {
     }
 }
 
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stopper({} loops)", self.wakers.len())
+    }
+}
+
+/// Reloads the settings and wakes every loop so each takes them on its next pass.
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    settings: Arc<SettingsStore>,
+    stopper: Stopper,
+}
+
+impl Reloader {
+    pub fn reload(&self) -> Result<Reloaded, String> {
+        let reloaded = self.settings.reload()?;
+        self.stopper.wake_all();
+        Ok(reloaded)
+    }
+}
+
 /// What the workers share: only read-mostly things behind `Arc`s.
 pub(crate) struct Shared {
-    pub(crate) credentials: Option<Arc<CredentialStore>>,
+    pub(crate) settings: Arc<SettingsStore>,
     pub(crate) control: Arc<Control>,
     /// This loop's pass counter ([`Heartbeats`]).
     pub(crate) heartbeat: Arc<AtomicU64>,

@@ -88,7 +88,7 @@ fn sighup_reloads_credentials_without_dropping_relays() {
 
     users.write("alice:new\nbob:second\n");
     proxy.signal(libc::SIGHUP);
-    let reloaded = proxy.wait_for_log("credentials reloaded", Duration::from_secs(10));
+    let reloaded = proxy.wait_for_log("settings reloaded", Duration::from_secs(10));
     assert!(reloaded, "no reload line in {:?}", proxy.stderr.lock().unwrap());
 
     assert_eq!(auth_connect(proxy.addr, "alice", "old", &echo.addr.into()).err(), Some(1));
@@ -98,7 +98,7 @@ fn sighup_reloads_credentials_without_dropping_relays() {
     // A broken file on reload keeps the previous credentials.
     users.write("this line has no colon\n");
     proxy.signal(libc::SIGHUP);
-    assert!(proxy.wait_for_log("keeping the old credentials", Duration::from_secs(10)));
+    assert!(proxy.wait_for_log("keeping the old settings", Duration::from_secs(10)));
     assert!(auth_connect(proxy.addr, "alice", "new", &echo.addr.into()).is_ok());
 }
 

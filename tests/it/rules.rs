@@ -62,7 +62,9 @@ fn udp_respects_egress_rules() {
 #[test]
 fn bind_out_sets_the_source_address_and_bnd_addr() {
     let echo = echo_server("127.0.0.1:0");
-    let server = start_server_with(|c| c.bind_out = Some("127.0.0.2".parse().unwrap()));
+    let server = start_server_with(|c| {
+        c.bind_out = Some(socksloop::users::BindOut::Addr("127.0.0.2".parse().unwrap()))
+    });
     let (mut stream, reply) = socks_connect(proxy_addr(&server), echo.addr);
     let seen = echo.next_peer();
     assert_eq!(seen.ip().to_string(), "127.0.0.2", "the target sees the --bind-out address");

@@ -225,7 +225,7 @@ fn notify_ready_watchdog_reload_stopping_in_order() {
     assert!((before..=after).contains(&stamp), "MONOTONIC_USEC {stamp} not within {before}..={after}");
     let ready = notify.next_not_watchdog();
     assert_eq!(field(&ready, "READY"), Some("1"), "after the reload: {ready:?}");
-    assert!(proxy.wait_for_log("SIGHUP: no auth file configured", TIMEOUT));
+    assert!(proxy.wait_for_log("SIGHUP: settings reloaded (0 users)", TIMEOUT));
 
     proxy.signal(libc::SIGTERM);
     let stopping = notify.next_not_watchdog();
