@@ -31,6 +31,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Threads that run blocking `getaddrinfo` calls off the event loop (per worker).
     pub resolver_threads: usize,
+    /// Threads that verify password hashes off the event loops (for the whole process).
+    pub verifier_threads: usize,
     /// Event loops, each on its own thread with its own `SO_REUSEPORT` listener.
     pub workers: usize,
     /// On the first SIGINT/SIGTERM, how long established connections may take to finish.
@@ -138,6 +140,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             max_connections: None,
             resolver_threads: 4,
+            verifier_threads: crate::verifier::DEFAULT_THREADS,
             workers: 1,
             shutdown_grace: Duration::from_secs(10),
             auth: AuthSource::default(),
@@ -180,6 +183,8 @@ impl Config {
 #[derive(Debug)]
 pub enum Action {
     Run(Box<Config>),
+    /// `socksloop hash-password`: read a password from standard input, print its hash.
+    HashPassword,
     PrintHelp,
     PrintVersion,
 }
@@ -201,6 +206,8 @@ socksloop: a SOCKS5 proxy server on one event loop
 
 USAGE:
     socksloop [OPTIONS]
+    socksloop hash-password     Read a password (one line) from standard input and print
+                                its argon2id hash, for password-hash in a config file
 
 OPTIONS:
     --listen ADDR:PORT          Accept clients here; repeat for several addresses.
@@ -226,6 +233,8 @@ OPTIONS:
     --max-connections N         Simultaneous clients; beyond it accepting pauses
                                 [default: derived from the open-file limit]
     --resolver-threads N        Most threads for DNS lookups (started on demand) [default: 4]
+    --verifier-threads N        Most threads verifying password hashes, for all workers
+                                (started on demand) [default: 2]
     --nameserver IP[:PORT]      Resolve names inside the event loop by asking this DNS server
                                 (repeatable: tried in turn); /etc/hosts is read first and
                                 answers are cached for their TTL. Without it, the system
@@ -295,6 +304,15 @@ More in socksloop(8): man -l man/socksloop.8
 
 /// Parse the process's arguments (without the program name).
 pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
+    if args.first().is_some_and(|first| first == "hash-password") {
+        // The extra argument is not shown: it may well be the password.
+        return match args.len() {
+            1 => Ok(Action::HashPassword),
+            _ => Err(ConfigError(
+                "hash-password takes no arguments: it reads the password from standard input".into(),
+            )),
+        };
+    }
     let mut args = pico_args::Arguments::from_vec(args);
     if args.contains(["-h", "--help"]) {
         return Ok(Action::PrintHelp);
@@ -327,6 +345,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
         take(&mut args, "--max-connections", |s| parse_positive("--max-connections", s))?;
     if let Some(n) = take(&mut args, "--resolver-threads", |s| parse_positive("--resolver-threads", s))? {
         config.resolver_threads = n;
+    }
+    if let Some(n) = take(&mut args, "--verifier-threads", |s| parse_positive("--verifier-threads", s))? {
+        config.verifier_threads = n;
     }
     config.nameservers = take_all(&mut args, "--nameserver", parse_nameserver)?;
     if let Some(n) = take(&mut args, "--workers", |s| parse_positive("--workers", s))? {
@@ -729,6 +750,19 @@ mod tests {
         assert_eq!(config(&["--metrics=[::1]:0"]).metrics, Some("[::1]:0".parse().unwrap()));
         let err = parse(&["--metrics", "9100"]).expect_err("a port alone is not an address");
         assert!(err.0.contains("--metrics") && err.0.contains("IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn verifier_threads_and_hash_password() {
+        assert_eq!(config(&[]).verifier_threads, 2);
+        assert_eq!(config(&["--verifier-threads", "4"]).verifier_threads, 4);
+        let err = parse(&["--verifier-threads", "0"]).expect_err("zero threads");
+        assert!(err.0.contains("--verifier-threads"), "{err}");
+        assert!(matches!(parse(&["hash-password"]), Ok(Action::HashPassword)));
+        let err = parse(&["hash-password", "secret"]).expect_err("no password on the command line");
+        assert!(err.0.contains("standard input") && !err.0.contains('\n'), "{err}");
+        // Only as the first argument: elsewhere it is an unexpected word.
+        assert!(parse(&["--workers", "2", "hash-password"]).is_err());
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod systemd;
 pub mod timer;
 pub mod token;
 pub mod users;
+pub mod verifier;
 
 pub use config::{Config, LogFormat, RelayMode};
 

@@ -22,7 +22,8 @@
 //! `conn 7: Connecting -> Relaying` and sets the new phase's deadline.
 //!
 //! The event loop (`server`) feeds a connection readiness ([`Connection::on_ready`]),
-//! resolver answers ([`Connection::on_resolved`]) and deadlines ([`Connection::on_timeout`]),
+//! resolver answers ([`Connection::on_resolved`]), the password verifier's verdicts
+//! ([`Connection::on_verified`]) and deadlines ([`Connection::on_timeout`]),
 //! then calls [`Connection::drive`], which runs phases until one has to wait, and says whether
 //! to keep, revisit or close the connection. Everything a connection needs from the loop
 //! arrives in a [`Ctx`]: the [`Net`] handle that opens registered sockets, the resolver, the
@@ -59,6 +60,7 @@ use crate::settings::Settings;
 use crate::timer::{Deadline, Timers};
 use crate::token::Side;
 use crate::users::User;
+use crate::verifier::{Passwords, Verdict};
 
 use bind::BindWaiting;
 pub use close::CloseReason;
@@ -125,6 +127,8 @@ pub struct Ctx<'a, N: Net> {
     pub net: &'a N,
     /// Looks names up (resolver threads, or the in-loop DNS client).
     pub names: &'a mut dyn Lookups,
+    /// Decides logins: plaintext at once, hashes on the verifier threads (`src/verifier/`).
+    pub passwords: &'a mut Passwords,
     pub timers: &'a mut Timers,
     /// Loop-owned buffer for relay reads and datagrams, shared by all connections.
     pub scratch: &'a mut [u8],
@@ -399,6 +403,19 @@ impl<N: Net> Connection<N> {
             _ => return, // a late answer (the connect timed out meanwhile)
         };
         if let Outcome::Go(next) = outcome {
+            self.set_phase(next, ctx);
+        }
+    }
+
+    /// The verifier's verdict on this connection's login. The loop drives the connection
+    /// after it.
+    pub fn on_verified(&mut self, ctx: &mut Ctx<'_, N>, verdict: Verdict) {
+        let Phase::Handshake(handshake) = &mut self.phase else {
+            return; // not waiting for one
+        };
+        if let Outcome::Go(next) =
+            handshake.on_verdict(verdict, &mut self.client, ctx.conn, &mut self.summary)
+        {
             self.set_phase(next, ctx);
         }
     }

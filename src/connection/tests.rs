@@ -42,6 +42,7 @@ fn domain_request(cmd: u8, host: &str, port: u16) -> Vec<u8> {
 struct Rig {
     net: SimNet,
     resolver: Resolver,
+    passwords: crate::verifier::Passwords,
     timers: Timers,
     scratch: Vec<u8>,
     config: Config,
@@ -69,6 +70,10 @@ impl Rig {
         Rig {
             net: SimNet::new(),
             resolver: Resolver::detached(),
+            passwords: crate::verifier::Passwords::new(
+                std::sync::Arc::new(crate::verifier::Verifier::new(1).unwrap()),
+                None,
+            ),
             timers: Timers::default(),
             scratch: vec![0; 64 * 1024 + HEADER_ROOM],
             config,
@@ -89,6 +94,7 @@ impl Rig {
         let mut ctx = Ctx {
             net: &self.net,
             names: &mut self.resolver,
+            passwords: &mut self.passwords,
             timers: &mut self.timers,
             scratch: &mut self.scratch,
             #[cfg(target_os = "linux")]
@@ -135,6 +141,34 @@ impl Rig {
 
     fn phase(&self) -> &'static str {
         self.conn.phase_name()
+    }
+
+    /// A rig whose one user, "h", has an argon2id hash of "pw" (cheap parameters).
+    fn hashed_user() -> Rig {
+        let params = crate::verifier::params(8, 1, 1).unwrap();
+        let mut user = crate::users::User::plain("h", b"");
+        user.secret =
+            crate::users::Secret::Argon2id(crate::verifier::hash_password_with(b"pw", params).unwrap());
+        Rig::with(|c| c.users.add(user).unwrap())
+    }
+
+    /// Wait (at most 10 s) for the verifier thread's verdict and hand it over as the loop
+    /// does: then the connection is driven.
+    fn verdict(&mut self) -> &Step {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let (waiter, verdict) = loop {
+            if let Some(answer) = self.passwords.next_verdict(self.now) {
+                break answer;
+            }
+            assert!(Instant::now() < deadline, "no verdict in 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!((waiter.key, waiter.conn), (3, 7), "the verdict names the connection");
+        self.last = self.with_ctx(|conn, ctx| {
+            conn.on_verified(ctx, verdict);
+            conn.drive(ctx)
+        });
+        &self.last
     }
 
     /// What the client received since the last call.
@@ -255,6 +289,54 @@ fn username_password_success_and_failure() {
         assert_eq!(rig.phase(), phase);
         assert_eq!(rig.client_got(), [1, status]);
     }
+}
+
+#[test]
+fn a_hashed_password_waits_for_the_verifier_without_reading_the_client() {
+    let mut rig = Rig::hashed_user();
+    rig.client_sends(&[5, 1, 2]);
+    assert_eq!(rig.client_got(), [5, 2]);
+    // The sub-negotiation and the request in one segment.
+    let mut bytes = vec![1, 1, b'h', 2, b'p', b'w'];
+    bytes.extend_from_slice(&connect_request(TARGET));
+    assert_eq!(rig.client_sends(&bytes), &Step::Wait);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    assert_eq!(rig.client_got(), [], "no answer before the verdict");
+    // More bytes meanwhile are left in the socket; the connection waits.
+    assert_eq!(rig.client_sends(b"early"), &Step::Wait);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    // The verdict answers the sub-negotiation, and the buffered request goes on at once.
+    assert_eq!(rig.verdict(), &Step::Wait);
+    assert_eq!(rig.client_got(), [1, 0]);
+    assert_eq!(rig.phase(), "Connecting");
+}
+
+#[test]
+fn a_wrong_hashed_password_is_rejected_after_the_verdict() {
+    let mut rig = Rig::hashed_user();
+    rig.client_sends(&[5, 1, 2]);
+    rig.client_got();
+    rig.client_sends(&[1, 1, b'h', 3, b'b', b'a', b'd']);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    rig.verdict();
+    assert_eq!(rig.phase(), "Rejecting");
+    assert_eq!(rig.client_got(), [1, 1]);
+}
+
+#[test]
+fn the_handshake_deadline_applies_while_verifying_and_a_late_verdict_is_ignored() {
+    let mut rig = Rig::hashed_user();
+    rig.client_sends(&[5, 1, 2]);
+    rig.client_got();
+    rig.client_sends(&[1, 1, b'h', 2, b'p', b'w']);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    assert_eq!(rig.timeout(), &Step::Close(CloseReason::HandshakeTimeout));
+    rig.conn.mark_closed();
+    // The answer still comes (the loop would drop it for a stale id); a closed connection
+    // ignores it.
+    rig.verdict();
+    assert_eq!(rig.phase(), "Closed");
+    assert_eq!(rig.client_got(), []);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! 2. dispatch each event: accept on listeners, drive the connection a token names;
 //! 3. drive connections that ran out of their fairness budget last time;
 //! 4. fire due deadlines (connections', the DNS client's, scrapes');
-//! 5. hand resolver answers to their connections;
+//! 5. hand resolver answers and password verdicts to their connections;
 //! 6. remove connections that closed during this pass;
 //! 7. resume accepting if it was paused and there is room again;
 //! 8. with `--metrics`, set this loop's gauges (open connections, the DNS client's counters).
@@ -44,6 +44,7 @@ use crate::resolver::Resolver;
 use crate::settings::{Settings, SettingsStore};
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
+use crate::verifier::Passwords;
 
 /// The in-loop DNS client as a connection's [`Lookups`]: its sockets need the registry.
 struct InLoopNames<'a> {
@@ -79,6 +80,8 @@ pub struct EventLoop {
     resolver: Resolver,
     /// The in-loop DNS client (with `--nameserver`).
     dns: Option<DnsClient>,
+    /// Logins: this loop's side of the password verifier threads.
+    passwords: Passwords,
     /// The relay's copy buffer, shared by every connection of this loop. Allocated when the
     /// first connection is driven: `calloc` zeroes (touches) it, and a proxy nobody has used
     /// yet should not carry those pages in its RSS.
@@ -121,6 +124,7 @@ impl EventLoop {
         let acceptor = Acceptor::new(listeners, poll.registry(), config.tcp_keepalive)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let resolver = Resolver::new(config.resolver_threads, Arc::clone(&waker));
+        let passwords = Passwords::new(Arc::clone(&shared.verifier), Some(Arc::clone(&waker)));
         let dns = if config.in_loop_dns() {
             Some(DnsClient::new(DnsConfig::new(config.nameservers.clone()))?)
         } else {
@@ -149,6 +153,7 @@ impl EventLoop {
             timers: Timers::default(),
             resolver,
             dns,
+            passwords,
             scratch: Box::default(),
             #[cfg(target_os = "linux")]
             pipes,
@@ -292,8 +297,20 @@ impl EventLoop {
         key: usize,
         f: impl FnOnce(&mut Connection<Registry>, &mut Ctx<'_, Registry>) -> Step,
     ) {
-        let EventLoop { poll, conns, timers, resolver, dns, scratch, config, settings, now, metrics, .. } =
-            self;
+        let EventLoop {
+            poll,
+            conns,
+            timers,
+            resolver,
+            dns,
+            passwords,
+            scratch,
+            config,
+            settings,
+            now,
+            metrics,
+            ..
+        } = self;
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.is_closed() {
             return;
@@ -312,6 +329,7 @@ impl EventLoop {
         let mut ctx = Ctx {
             net: poll.registry(),
             names,
+            passwords,
             timers,
             scratch,
             #[cfg(target_os = "linux")]
@@ -396,7 +414,8 @@ impl EventLoop {
         }
     }
 
-    /// Hand the resolver threads' and the DNS client's answers to their connections.
+    /// Hand the resolver threads' and the DNS client's answers, and the password verifier's
+    /// verdicts, to their connections.
     fn deliver_answers(&mut self) {
         while let Some(answer) = self.resolver.try_answer() {
             if let Some(metrics) = &self.metrics {
@@ -410,6 +429,16 @@ impl EventLoop {
             }
             let Waiter { key, conn } = answer.waiter;
             self.deliver(key, conn, &answer.name, Resolution::Family(answer.family, answer.result));
+        }
+        while let Some((waiter, verdict)) = self.passwords.next_verdict(self.now) {
+            match self.conns.get(waiter.key) {
+                Some(conn) if conn.id == waiter.conn => {}
+                _ => continue, // the connection closed while its password was verified
+            }
+            self.with_conn(waiter.key, |conn, ctx| {
+                conn.on_verified(ctx, verdict);
+                conn.drive(ctx)
+            });
         }
     }
 

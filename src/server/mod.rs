@@ -4,7 +4,8 @@
 //!
 //! [`Server::start`] binds every listener first, so "address in use" is reported to the
 //! caller before anything runs, then runs each worker's loop on its own thread. Workers
-//! share nothing but the settings (users, rules; `src/settings.rs`) and the stop/drain flags ([`Control`]).
+//! share nothing but the settings (users, rules; `src/settings.rs`), the password verifier
+//! (its threads, login cache and throttle; `src/verifier/`) and the stop/drain flags ([`Control`]).
 
 mod accept;
 mod event_loop;
@@ -251,11 +252,15 @@ impl Server {
             None => None,
         };
         let control = Arc::new(Control::default());
+        // One verifier for the process: its threads, cache and login throttle serve every loop.
+        let verifier =
+            Arc::new(crate::verifier::Verifier::new(config.verifier_threads).map_err(StartError::Setup)?);
         let heartbeats = Heartbeats((0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect());
         let mut loops = Vec::with_capacity(workers);
         for (index, listeners) in listener_sets.into_iter().enumerate() {
             let shared = Shared {
                 settings: Arc::clone(&settings),
+                verifier: Arc::clone(&verifier),
                 control: Arc::clone(&control),
                 heartbeat: Arc::clone(&heartbeats.0[index]),
                 wake_every: launch.wake_every,
@@ -384,6 +389,8 @@ impl Reloader {
 /// What the workers share: only read-mostly things behind `Arc`s.
 pub(crate) struct Shared {
     pub(crate) settings: Arc<SettingsStore>,
+    /// The password verifier threads, the login cache and the brute-force throttle.
+    pub(crate) verifier: Arc<crate::verifier::Verifier>,
     pub(crate) control: Arc<Control>,
     /// This loop's pass counter ([`Heartbeats`]).
     pub(crate) heartbeat: Arc<AtomicU64>,
