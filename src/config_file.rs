@@ -372,15 +372,15 @@ fn parse_expiry(value: &DeValue<'_>) -> Result<SystemTime, String> {
     let datetime = match value {
         DeValue::Datetime(dt) => *dt,
         DeValue::String(s) => s
-            .parse::<toml::value::Datetime>()
+            .parse::<toml_datetime::Datetime>()
             .map_err(|_| format!("invalid date-time '{s}': expected RFC 3339, e.g. 2027-06-30T00:00:00Z"))?,
         other => return Err(format!("expected an RFC 3339 date-time, found {}", type_name(other))),
     };
     expiry_instant(&datetime)
 }
 
-fn expiry_instant(dt: &toml::value::Datetime) -> Result<SystemTime, String> {
-    use toml::value::Offset;
+fn expiry_instant(dt: &toml_datetime::Datetime) -> Result<SystemTime, String> {
+    use toml_datetime::Offset;
     let Some(date) = dt.date else {
         return Err("a date is needed, e.g. 2027-06-30T00:00:00Z".into());
     };
@@ -466,6 +466,17 @@ mod tests {
             ("metrics", true),
         ] {
             assert!(known.contains(&(name, takes_value)), "{name}: {known:?}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../docs/configuration.md");
+        for (name, _) in known_flags().into_iter().filter(|(n, _)| !NOT_IN_FILE.contains(n)) {
+            assert!(doc.contains(&format!("| `{name}` |")), "docs/configuration.md lacks the key {name}");
+        }
+        for key in USER_KEYS {
+            assert!(doc.contains(&format!("| `{key}` |")), "docs/configuration.md lacks the user key {key}");
         }
     }
 
