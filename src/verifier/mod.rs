@@ -1,7 +1,7 @@
 //! Passwords checked without stalling the loop: argon2id hashes verified on helper threads,
 //! successful logins remembered, brute force throttled.
 //!
-//! Verifying an argon2id hash costs milliseconds of CPU by design (about 11 ms at the
+//! Verifying an argon2id hash costs milliseconds of CPU by design (about 20 ms at the
 //! defaults `m=19456,t=2,p=1` on this project's machine: `docs/security.md`), which on the loop
 //! thread would stall every other client for that long. So:
 //!

@@ -17,6 +17,7 @@ mod keepalive;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod passwords;
 mod proxy_protocol;
 mod relay;
 mod rules;
