@@ -22,12 +22,13 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use socksloop::Config;
-use socksloop::auth::{AuthSource, CredentialStore};
+use socksloop::settings::Settings;
+use socksloop::verifier::{Passwords, Verifier};
 use socksloop::connection::{Connection, Ctx, HEADER_ROOM, Resolution, Step};
 use socksloop::dns::{DnsError, Family};
 use socksloop::net::{Readiness, SocketId};
@@ -62,13 +63,6 @@ impl Input<'_> {
     }
 }
 
-fn credentials() -> &'static CredentialStore {
-    static STORE: OnceLock<CredentialStore> = OnceLock::new();
-    STORE.get_or_init(|| {
-        let source = AuthSource { file: None, env_user: Some(("user".into(), "pass".into())) };
-        CredentialStore::open(source).expect("credentials")
-    })
-}
 
 /// Scratch size used by the server (64 KiB plus the UDP header room).
 const SCRATCH: usize = 64 * 1024 + HEADER_ROOM;
@@ -115,7 +109,13 @@ fuzz_target!(|data: &[u8]| {
     let mut config = Config::default();
     config.rules.block_private = flags & 2 == 2;
     config.socks4 = flags & 4 == 0;
-    let credentials = (flags & 1 == 1).then(credentials);
+    if flags & 1 == 1 {
+        config.auth.env_user = Some(("user".into(), "pass".into()));
+    }
+    let settings = Settings::from_config(&config).expect("settings");
+    // A verifier of this input's own, so one input's failed logins cannot lock out the next's.
+    // Its user is plaintext: no verifier thread ever starts.
+    let mut passwords = Passwords::new(Arc::new(Verifier::new(1).expect("verifier")), None);
 
     let client = Script::default();
     client.grant(4096);
@@ -135,12 +135,13 @@ fuzz_target!(|data: &[u8]| {
         let mut ctx = Ctx {
             net: &net,
             names: &mut resolver,
+            passwords: &mut passwords,
             timers: &mut timers,
             scratch: &mut scratch,
             #[cfg(target_os = "linux")]
             pipes: None,
             config: &config,
-            credentials,
+            settings: &settings,
             now,
             key: 0,
             conn: 1,
