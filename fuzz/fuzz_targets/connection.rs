@@ -27,15 +27,15 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use socksloop::Config;
-use socksloop::settings::Settings;
-use socksloop::verifier::{Passwords, Verifier};
 use socksloop::connection::{Connection, Ctx, HEADER_ROOM, Resolution, Step};
 use socksloop::dns::{DnsError, Family};
 use socksloop::net::{Readiness, SocketId};
 use socksloop::resolver::Resolver;
+use socksloop::settings::Settings;
 use socksloop::sim::{ConnectPlan, Script, SimNet};
 use socksloop::timer::Timers;
 use socksloop::token::Side;
+use socksloop::verifier::{Passwords, Verifier};
 
 fn family(kind: u8) -> Family {
     if kind == 1 { Family::V4 } else { Family::V6 }
@@ -62,7 +62,6 @@ impl Input<'_> {
         self.0.is_empty()
     }
 }
-
 
 /// Scratch size used by the server (64 KiB plus the UDP header room).
 const SCRATCH: usize = 64 * 1024 + HEADER_ROOM;
