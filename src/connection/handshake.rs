@@ -55,6 +55,16 @@ pub struct Handshake {
     out: Outbox,
 }
 
+impl Drop for Handshake {
+    /// A connection that ends in the middle of an RFC 1929 message (or with a malformed one)
+    /// leaves part of a password in the buffer: wipe it. (A parsed message is wiped at once.)
+    fn drop(&mut self) {
+        if self.stage == Stage::Auth {
+            self.buf[..self.len].zeroize();
+        }
+    }
+}
+
 /// What parsing the bytes so far gave.
 enum Parsed<N: Net> {
     /// The message is incomplete: read more.
