@@ -24,6 +24,21 @@ use super::policy::{self, Dialect};
 use super::{CloseReason, Ctx, Outcome, Summary, reject, reject_with, request};
 use std::net::SocketAddr;
 
+/// Whether `name`, whose password was right, is refused because the account has expired
+/// (logged: the operator must be able to tell this from a wrong password).
+fn login_expired<N: Net>(name: &[u8], ctx: &Ctx<'_, N>) -> bool {
+    let expired =
+        ctx.settings.users.get(name).is_some_and(|user| user.expired_at(std::time::SystemTime::now()));
+    if expired {
+        log::info!(
+            "conn {}: login refused: user '{}' has expired",
+            ctx.conn,
+            String::from_utf8_lossy(name).escape_debug()
+        );
+    }
+    expired
+}
+
 /// Handshake bytes are collected here: larger than the longest greeting (257), auth (513)
 /// or request (262), so a complete message always fits, with room for coalesced early data.
 const HANDSHAKE_BUF: usize = 1024;
@@ -279,10 +294,13 @@ impl Handshake {
             Parse::Complete(request, used) => {
                 // Hashed secrets are verified off the loop (src/verifier.rs); until that lands
                 // they are refused here.
-                let accepted =
+                let verified =
                     ctx.settings.users.verify_plain(request.username, request.password) == Some(true);
+                let accepted = verified && !login_expired(request.username, ctx);
                 if !accepted {
                     summary.auth_failed = true;
+                }
+                if !verified {
                     // The user name helps operators; the password is never logged.
                     log::info!(
                         "conn {}: authentication failed for user '{}' from {}",
@@ -290,7 +308,7 @@ impl Handshake {
                         String::from_utf8_lossy(request.username).escape_debug(),
                         summary.client_addr
                     );
-                } else {
+                } else if accepted {
                     summary.user = ctx.settings.users.get(request.username).cloned();
                 }
                 (accepted, used)
