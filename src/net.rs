@@ -250,7 +250,7 @@ impl std::fmt::Display for EgressError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "cannot set {}: {}", self.what, self.source)?;
         let hint = match (self.what.split(' ').next(), self.source.raw_os_error()) {
-            (Some("SO_MARK"), Some(libc::EPERM)) => " (needs CAP_NET_ADMIN)",
+            (Some("SO_MARK"), Some(libc::EPERM)) => " (needs CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+)",
             (Some("SO_BINDTODEVICE"), Some(libc::EPERM)) => " (needs CAP_NET_RAW)",
             (Some("SO_BINDTODEVICE"), Some(libc::ENODEV)) => " (no such interface)",
             (Some("bind-out"), Some(libc::EADDRNOTAVAIL)) => " (no interface of this host has it)",
