@@ -212,3 +212,46 @@ fn a_reload_removing_bob_closes_his_relay_within_a_second_and_alices_goes_on() {
     greet_userpass(&mut stream);
     assert_eq!(authenticate(&mut stream, "carol", "new-pw"), 0);
 }
+
+/// A `[[users]]` table for `name` (password `{name}-pw`) with `extra` keys.
+fn user_table(name: &str, extra: &str) -> String {
+    format!("[[users]]\nname = \"{name}\"\npassword = \"{name}-pw\"\n{extra}\n")
+}
+
+#[test]
+fn sighup_with_a_config_file_removing_bob_closes_his_relay_within_a_second() {
+    let echo = echo_server("127.0.0.1:0");
+    let alice = user_table("alice", "bind-out = \"127.0.0.5\"");
+    let bob = user_table("bob", "bind-out = \"127.0.0.6\"\nmax-connections = 1");
+    let file = TempFile::new("users-sighup.toml", &format!("workers = 2\n\n{alice}\n{bob}"));
+    let proxy = ProxyProcess::spawn(&["--config", file.path()]);
+    let (mut alices, code) = user_connect(proxy.addr, "alice", echo.addr);
+    assert_eq!(code, REP_OK);
+    assert_eq!(echo.next_peer().ip().to_string(), "127.0.0.5", "alice's bind-out, from the file");
+    let (mut bobs, code) = user_connect(proxy.addr, "bob", echo.addr);
+    assert_eq!(code, REP_OK);
+    assert_eq!(echo.next_peer().ip().to_string(), "127.0.0.6", "bob's bind-out, from the file");
+    let (_, code) = user_connect(proxy.addr, "bob", echo.addr);
+    assert_eq!(code, REP_NOT_ALLOWED, "bob's max-connections, from the file");
+    assert_echo(&mut bobs, b"bob before the reload");
+
+    file.write(&format!("workers = 2\n\n{alice}"));
+    let signalled = Instant::now();
+    proxy.signal(libc::SIGHUP);
+    expect_closed(&mut bobs, "bob's relay after the reload removed him");
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(1), "bob's relay closed {took:?} after SIGHUP");
+    assert_echo(&mut alices, b"alice after the reload");
+    assert!(
+        proxy.wait_for_log("user 'bob' revoked (user removed): closed 1 open connection", TIMEOUT),
+        "{:?}",
+        proxy.stderr.lock().unwrap()
+    );
+    assert!(proxy.wait_for_log("reply 00 succeeded user 'bob'", TIMEOUT), "the access line names bob");
+    let lines = proxy.stderr.lock().unwrap().clone();
+    let access = lines.iter().find(|l| l.contains("reply 00 succeeded user 'bob'")).unwrap();
+    assert!(access.ends_with("(user revoked)"), "the typed close reason: {access}");
+    let mut stream = tcp_connect(proxy.addr);
+    greet_userpass(&mut stream);
+    assert_eq!(authenticate(&mut stream, "bob", "bob-pw"), 1, "bob is gone");
+}
