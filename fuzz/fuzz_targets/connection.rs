@@ -22,12 +22,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use socksloop::Config;
-use socksloop::auth::{AuthSource, CredentialStore};
+use socksloop::settings::Settings;
+use socksloop::usage::Usage;
+use socksloop::users::User;
 use socksloop::connection::{Connection, Ctx, HEADER_ROOM, Resolution, Step};
 use socksloop::dns::{DnsError, Family};
 use socksloop::net::{Readiness, SocketId};
@@ -62,11 +64,13 @@ impl Input<'_> {
     }
 }
 
-fn credentials() -> &'static CredentialStore {
-    static STORE: OnceLock<CredentialStore> = OnceLock::new();
-    STORE.get_or_init(|| {
-        let source = AuthSource { file: None, env_user: Some(("user".into(), "pass".into())) };
-        CredentialStore::open(source).expect("credentials")
+/// Settings with one user, `user`/`pass`.
+fn with_user() -> &'static Settings {
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let mut settings = Settings::default();
+        settings.users.add(User::plain("user", b"pass")).expect("user");
+        settings
     })
 }
 
@@ -115,7 +119,9 @@ fuzz_target!(|data: &[u8]| {
     let mut config = Config::default();
     config.rules.block_private = flags & 2 == 2;
     config.socks4 = flags & 4 == 0;
-    let credentials = (flags & 1 == 1).then(credentials);
+    let mut settings = if flags & 1 == 1 { with_user().clone() } else { Settings::default() };
+    settings.rules.block_private = config.rules.block_private;
+    let usage = Arc::new(Usage::default());
 
     let client = Script::default();
     client.grant(4096);
@@ -140,7 +146,8 @@ fuzz_target!(|data: &[u8]| {
             #[cfg(target_os = "linux")]
             pipes: None,
             config: &config,
-            credentials,
+            settings: &settings,
+            usage: &usage,
             now,
             key: 0,
             conn: 1,
