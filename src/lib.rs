@@ -35,6 +35,7 @@ pub mod sim;
 pub mod systemd;
 pub mod timer;
 pub mod token;
+pub mod usage;
 pub mod users;
 pub mod verifier;
 

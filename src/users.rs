@@ -204,7 +204,7 @@ impl Users {
 }
 
 /// Why a reload ends a logged-in user's open connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Revoked {
     /// The user is no longer in the file.
     Removed,

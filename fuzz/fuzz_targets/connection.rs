@@ -22,16 +22,18 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use socksloop::Config;
+use socksloop::settings::Settings;
+use socksloop::usage::Usage;
+use socksloop::users::User;
 use socksloop::connection::{Connection, Ctx, HEADER_ROOM, Resolution, Step};
 use socksloop::dns::{DnsError, Family};
 use socksloop::net::{Readiness, SocketId};
 use socksloop::resolver::Resolver;
-use socksloop::settings::Settings;
 use socksloop::sim::{ConnectPlan, Script, SimNet};
 use socksloop::timer::Timers;
 use socksloop::token::Side;
@@ -61,6 +63,16 @@ impl Input<'_> {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// Settings with one user, `user`/`pass`.
+fn with_user() -> &'static Settings {
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let mut settings = Settings::default();
+        settings.users.add(User::plain("user", b"pass")).expect("user");
+        settings
+    })
 }
 
 /// Scratch size used by the server (64 KiB plus the UDP header room).
@@ -108,10 +120,9 @@ fuzz_target!(|data: &[u8]| {
     let mut config = Config::default();
     config.rules.block_private = flags & 2 == 2;
     config.socks4 = flags & 4 == 0;
-    if flags & 1 == 1 {
-        config.auth.env_user = Some(("user".into(), "pass".into()));
-    }
-    let settings = Settings::from_config(&config).expect("settings");
+    let mut settings = if flags & 1 == 1 { with_user().clone() } else { Settings::default() };
+    settings.rules.block_private = config.rules.block_private;
+    let usage = Arc::new(Usage::default());
     // A verifier of this input's own, so one input's failed logins cannot lock out the next's.
     // Its user is plaintext: no verifier thread ever starts.
     let mut passwords = Passwords::new(Arc::new(Verifier::new(1).expect("verifier")), None);
@@ -141,6 +152,7 @@ fuzz_target!(|data: &[u8]| {
             pipes: None,
             config: &config,
             settings: &settings,
+            usage: &usage,
             now,
             key: 0,
             conn: 1,

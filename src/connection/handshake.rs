@@ -19,12 +19,23 @@ use crate::protocol::{
     encode_method_selection,
 };
 use crate::relay::Outbox;
+use crate::users::User;
 use crate::verifier::{Login, Verdict};
 use zeroize::Zeroize;
 
 use super::policy::{self, Dialect};
 use super::{CloseReason, Ctx, Outcome, Summary, reject, reject_with, request};
 use std::net::SocketAddr;
+
+/// Whether `user`, whose password was right, is refused because the account has expired
+/// (logged: the operator must be able to tell this from a wrong password).
+fn login_expired(user: &User, conn: u64) -> bool {
+    let expired = user.expired_at(std::time::SystemTime::now());
+    if expired {
+        log::info!("conn {conn}: login refused: user '{}' has expired", user.name.escape_debug());
+    }
+    expired
+}
 
 /// Handshake bytes are collected here: larger than the longest greeting (257), auth (513)
 /// or request (262), so a complete message always fits, with room for coalesced early data.
@@ -354,10 +365,13 @@ impl Handshake {
         conn: u64,
         summary: &mut Summary,
     ) -> Parsed<N> {
-        let Verdict::Accepted(user) = verdict else {
-            summary.auth_failed = true;
-            let out = std::mem::take(&mut self.out);
-            return Parsed::Finished(reject_with(out, &encode_auth_status(AuthStatus::Failure)));
+        let user = match verdict {
+            Verdict::Accepted(user) if !login_expired(&user, conn) => user,
+            _ => {
+                summary.auth_failed = true;
+                let out = std::mem::take(&mut self.out);
+                return Parsed::Finished(reject_with(out, &encode_auth_status(AuthStatus::Failure)));
+            }
         };
         summary.user = Some(user);
         if let Err(reason) = self.reply(client, &encode_auth_status(AuthStatus::Success)) {

@@ -59,6 +59,7 @@ use crate::resolver::Resolver;
 use crate::settings::Settings;
 use crate::timer::{Deadline, Timers};
 use crate::token::Side;
+use crate::usage::{Held, Usage, UserUsage};
 use crate::users::User;
 use crate::verifier::{Passwords, Verdict};
 
@@ -138,6 +139,8 @@ pub struct Ctx<'a, N: Net> {
     pub config: &'a Config,
     /// Users, rules and egress as of this pass (replaced whole by a reload).
     pub settings: &'a Settings,
+    /// Connections per client and per user, over all workers (the caps).
+    pub usage: &'a Arc<Usage>,
     pub now: Instant,
     /// The connection's slab key (its sockets' tokens derive from it).
     pub key: usize,
@@ -176,9 +179,11 @@ impl<N: Net> Ctx<'_, N> {
 struct Summary {
     client_addr: SocketAddr,
     dialect: Dialect,
-    /// The authenticated user (RFC 1929).
     /// The user this client logged in as (RFC 1929); their settings apply to it.
     user: Option<Arc<User>>,
+    /// The connection's place in the per-client and per-user counts, taken at the request and
+    /// given back when the connection is dropped (boxed: most of a relay's life it is cold).
+    held: Option<Box<Held>>,
     command: Option<Command>,
     target: Option<TargetAddr>,
     reply: Option<Reply>,
@@ -288,6 +293,7 @@ impl<N: Net> Connection<N> {
                 client_addr,
                 dialect: Dialect::Socks5,
                 user: None,
+                held: None,
                 command: None,
                 target: None,
                 reply: None,
@@ -325,6 +331,16 @@ impl<N: Net> Connection<N> {
     /// The client's address: the peer's, or the one a load balancer's PROXY header named.
     pub fn client_addr(&self) -> SocketAddr {
         self.summary.client_addr
+    }
+
+    /// The user this connection logged in as, if it did.
+    pub fn user(&self) -> Option<&Arc<User>> {
+        self.summary.user.as_ref()
+    }
+
+    /// The per-user numbers this connection adds to, once its request took a place.
+    pub fn user_usage(&self) -> Option<&UserUsage> {
+        self.summary.held.as_deref().and_then(Held::user)
     }
 
     /// The phase's name (logs, tests).

@@ -2,10 +2,11 @@
 //!
 //! One pass of the loop reads like a list:
 //!
-//! 1. `poll` until an event, or until the next deadline (zero when work is left over);
+//! 1. `poll` until an event, or until the next deadline (zero when work is left over); after a
+//!    reload, take the new settings and end the connections of revoked users;
 //! 2. dispatch each event: accept on listeners, drive the connection a token names;
 //! 3. drive connections that ran out of their fairness budget last time;
-//! 4. fire due deadlines (connections', the DNS client's, scrapes');
+//! 4. fire due deadlines (connections', the DNS client's, scrapes', a user's expiry);
 //! 5. hand resolver answers and password verdicts to their connections;
 //! 6. remove connections that closed during this pass;
 //! 7. resume accepting if it was paused and there is room again;
@@ -20,6 +21,7 @@
 //! between connections (the registry, the resolver, the timers, the scratch buffer, the pipe
 //! pool) and lends it to one connection at a time through a [`Ctx`].
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +46,14 @@ use crate::resolver::Resolver;
 use crate::settings::{Settings, SettingsStore};
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
+use crate::usage::Usage;
+use crate::users::{self, Revoked, Users};
 use crate::verifier::Passwords;
+
+/// While some user has an expiry ahead, the loop looks at the clock at least this often, so an
+/// account that expires while connected is closed at most this late (and a wall clock set
+/// forward is noticed this soon).
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The in-loop DNS client as a connection's [`Lookups`]: its sockets need the registry.
 struct InLoopNames<'a> {
@@ -95,6 +104,12 @@ pub struct EventLoop {
     /// The settings this loop uses now, and the generation they are.
     settings: Arc<Settings>,
     settings_generation: u64,
+    /// Connections per client and per user, shared by every loop.
+    usage: Arc<Usage>,
+    /// The earliest `expires` still ahead among the current users, and when the loop next
+    /// looks at the clock for it (`None`: no user expires).
+    next_expiry: Option<SystemTime>,
+    expiry_check_at: Option<Instant>,
     /// Keys closed during this pass, removed at its end.
     closing: Vec<usize>,
     /// Keys whose fairness budget ran out: drive again without waiting for an event.
@@ -161,6 +176,9 @@ impl EventLoop {
             settings: shared.settings.current(),
             settings_generation: shared.settings.generation(),
             settings_store: shared.settings,
+            usage: shared.usage,
+            next_expiry: None,
+            expiry_check_at: None,
             closing: Vec::new(),
             ready_again: Vec::new(),
             control: shared.control,
@@ -185,6 +203,7 @@ impl EventLoop {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         log::debug!("event loop {} running; at most {} connections", self.index, self.max_connections);
+        self.schedule_expiry_check(SystemTime::now());
         while !self.control.stop.load(Ordering::SeqCst) {
             if self.control.drain.load(Ordering::SeqCst) && self.drain_deadline.is_none() {
                 self.begin_drain();
@@ -208,6 +227,7 @@ impl EventLoop {
             }
             self.drive_ready_again();
             self.fire_timers();
+            self.check_expiries();
             self.fire_dns_timers();
             self.fire_scrape_timers();
             self.deliver_answers();
@@ -221,8 +241,9 @@ impl EventLoop {
         Ok(())
     }
 
-    /// After a reload (SIGHUP), use the new settings from this pass on. The connections of
-    /// users the new settings revoke are ended by `end_revoked` (#13).
+    /// After a reload (SIGHUP), use the new settings from this pass on, and end (now, in this
+    /// pass) the connections of users the new settings revoke: removed, expired, or with a new
+    /// password ([`users::revocation`]). Other changes apply to new connections only.
     fn take_reloaded_settings(&mut self) {
         let generation = self.settings_store.generation();
         if generation == self.settings_generation {
@@ -231,6 +252,63 @@ impl EventLoop {
         self.settings_generation = generation;
         self.settings = self.settings_store.current();
         log::debug!("event loop {}: settings reloaded (generation {generation})", self.index);
+        let now = SystemTime::now();
+        self.end_revoked(now);
+        self.schedule_expiry_check(now);
+    }
+
+    /// A user's expiry may have come: end their connections, and look again later.
+    fn check_expiries(&mut self) {
+        if self.expiry_check_at.is_none_or(|at| self.now < at) {
+            return;
+        }
+        let now = SystemTime::now();
+        if self.next_expiry.is_some_and(|at| now >= at) {
+            self.end_revoked(now);
+        }
+        self.schedule_expiry_check(now);
+    }
+
+    /// When to look at the clock next: at the earliest expiry ahead, but at least every
+    /// [`EXPIRY_CHECK_EVERY`] (the wall clock may be set meanwhile); never when no user
+    /// expires.
+    fn schedule_expiry_check(&mut self, now: SystemTime) {
+        self.next_expiry = next_expiry(&self.settings.users, now);
+        self.expiry_check_at = self.next_expiry.map(|at| {
+            let left = at.duration_since(now).unwrap_or_default();
+            Instant::now() + left.min(EXPIRY_CHECK_EVERY)
+        });
+    }
+
+    /// Close every open connection whose user the current settings revoke at `now`, each with a
+    /// typed reason and its access-log line; one log line per user says how many and why.
+    fn end_revoked(&mut self, now: SystemTime) {
+        if !self.settings.auth_required() {
+            return;
+        }
+        let users = &self.settings.users;
+        let revoked: Vec<(usize, String, Revoked)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| !conn.is_closed())
+            .filter_map(|(key, conn)| {
+                let user = conn.user()?;
+                users::revocation(user, users, now).map(|why| (key, user.name.clone(), why))
+            })
+            .collect();
+        let mut ended: BTreeMap<(String, Revoked), usize> = BTreeMap::new();
+        for (key, name, why) in revoked {
+            self.with_conn(key, |_, _| Step::Close(connection::CloseReason::of_revocation(why)));
+            *ended.entry((name, why)).or_default() += 1;
+        }
+        for ((name, why), count) in ended {
+            log::info!(
+                "user '{}' revoked ({}): closed {count} open connection{}",
+                name.escape_debug(),
+                why.as_str(),
+                if count == 1 { "" } else { "s" }
+            );
+        }
     }
 
     /// Close the listeners (new clients are refused by the kernel from now on) and give the
@@ -258,11 +336,19 @@ impl EventLoop {
         let dns = self.dns.as_ref().and_then(DnsClient::next_deadline);
         let wake = self.wake_every.map(|every| now + every);
         let scrapes = self.endpoint.as_ref().and_then(Endpoint::next_deadline);
-        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline, dns, wake, scrapes]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+        [
+            self.timers.next_deadline(),
+            self.acceptor.retry_at(),
+            self.drain_deadline,
+            dns,
+            wake,
+            scrapes,
+            self.expiry_check_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
     }
 
     fn dispatch(&mut self, event: &mio::event::Event) {
@@ -307,6 +393,7 @@ impl EventLoop {
             scratch,
             config,
             settings,
+            usage,
             now,
             metrics,
             ..
@@ -336,6 +423,7 @@ impl EventLoop {
             pipes: self.pipes.as_mut(),
             config,
             settings,
+            usage,
             now: *now,
             key,
             conn: conn.id,
@@ -344,7 +432,14 @@ impl EventLoop {
         let before = metrics.as_ref().map(|_| conn.tally());
         let step = f(conn, &mut ctx);
         if let (Some(metrics), Some(before)) = (metrics.as_deref(), before) {
-            metrics.on_progress(&before, &conn.tally());
+            let after = conn.tally();
+            metrics.on_progress(&before, &after);
+            if let Some(user) = conn.user_usage() {
+                user.add_bytes(
+                    after.bytes_up.saturating_sub(before.bytes_up),
+                    after.bytes_down.saturating_sub(before.bytes_down),
+                );
+            }
         }
         match step {
             Step::Wait => {}
@@ -531,4 +626,9 @@ impl EventLoop {
         }
         freed
     }
+}
+
+/// The earliest `expires` after `now` among `users`.
+fn next_expiry(users: &Users, now: SystemTime) -> Option<SystemTime> {
+    users.iter().filter_map(|user| user.expires).filter(|&at| at > now).min()
 }
