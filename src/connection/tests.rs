@@ -148,10 +148,16 @@ impl Rig {
 
     /// A rig whose one user, "h", has an argon2id hash of "pw" (cheap parameters).
     fn hashed_user() -> Rig {
+        Rig::hashed_user_expiring(None)
+    }
+
+    /// [`Rig::hashed_user`], the account expiring at `expires`.
+    fn hashed_user_expiring(expires: Option<std::time::SystemTime>) -> Rig {
         let params = crate::verifier::params(8, 1, 1).unwrap();
         let mut user = crate::users::User::plain("h", b"");
         user.secret =
             crate::users::Secret::Argon2id(crate::verifier::hash_password_with(b"pw", params).unwrap());
+        user.expires = expires;
         Rig::with(|c| c.users.add(user).unwrap())
     }
 
@@ -320,6 +326,19 @@ fn a_wrong_hashed_password_is_rejected_after_the_verdict() {
     rig.client_sends(&[5, 1, 2]);
     rig.client_got();
     rig.client_sends(&[1, 1, b'h', 3, b'b', b'a', b'd']);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    rig.verdict();
+    assert_eq!(rig.phase(), "Rejecting");
+    assert_eq!(rig.client_got(), [1, 1]);
+}
+
+#[test]
+fn an_expired_user_with_the_right_hashed_password_is_refused_after_the_verdict() {
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let mut rig = Rig::hashed_user_expiring(Some(past));
+    rig.client_sends(&[5, 1, 2]);
+    rig.client_got();
+    rig.client_sends(&[1, 1, b'h', 2, b'p', b'w']);
     assert_eq!(rig.phase(), "VerifyingAuth");
     rig.verdict();
     assert_eq!(rig.phase(), "Rejecting");
