@@ -276,9 +276,9 @@ AUTHENTICATION AND ACCESS:
     --bind-out ADDR|incoming    Make outbound connections from this local IP address, or
                                 from the address the client connected to (incoming)
     --bind-interface IFACE      Send outbound connections only through this interface
-                                (SO_BINDTODEVICE; needs CAP_NET_RAW)
+                                (SO_BINDTODEVICE; no capability needed since Linux 5.7)
     --fwmark N                  Put this firewall mark on outbound connections (SO_MARK, for
-                                policy routing; needs CAP_NET_ADMIN)
+                                policy routing; needs CAP_NET_ADMIN, or CAP_NET_RAW on 5.17+)
     --max-connections-per-client N
                                 Simultaneous connections from one client IP address; more
                                 are refused (SOCKS5 reply 02) [default: no limit]
