@@ -39,7 +39,7 @@
 //! and what it pulled in (`idna` with the ICU normalizer tables, `url`, `data-encoding`,
 //! `tracing`: 55 crates left `Cargo.lock`) with this codec took 224 KB off the release
 //! binary's text and 124 KB off its read-only data (1.65 MB → 1.20 MB in all), and since the
-//! kernel maps the pages around every page a process touches (fault-around), about 250 KiB
+//! kernel maps the pages around every page a process touches (fault-around), 200–280 KiB
 //! off the idle process's resident memory (`docs/benchmarks.md`, "Idle RSS"). The client
 //! needs a sliver of a general DNS library: one question, four record types, no DNSSEC, no
 //! IDNA (names arrive as ASCII from SOCKS clients), no name edits. This codec is a few hundred
