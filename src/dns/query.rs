@@ -113,7 +113,7 @@ impl Query {
         self.close(registry);
         self.server = server;
         self.id = random_id()?;
-        let bytes = wire::build_query(self.id, &self.question).map_err(io::Error::other)?;
+        let bytes = wire::build_query(self.id, &self.question);
         let mut socket = UdpSocket::bind(SocketAddr::new(unspecified(server.ip()), 0))?;
         socket.connect(server)?;
         registry.register(&mut socket, token, Interest::READABLE)?;
@@ -129,7 +129,7 @@ impl Query {
     pub fn send_tcp(&mut self, registry: &Registry, token: mio::Token) -> io::Result<()> {
         self.close(registry);
         self.id = random_id()?;
-        let bytes = wire::build_query(self.id, &self.question).map_err(io::Error::other)?;
+        let bytes = wire::build_query(self.id, &self.question);
         let len = u16::try_from(bytes.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let mut out = Vec::with_capacity(2 + bytes.len());
         out.extend_from_slice(&len.to_be_bytes());

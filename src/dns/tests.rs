@@ -13,10 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::RecordType;
-
-use super::wire::build::Response;
+use super::wire::build::{Response, read_query};
+use super::wire::rcode::{NOERROR, REFUSED, SERVFAIL};
+use super::wire::rtype::{A, AAAA};
 use super::*;
 
 fn ip(s: &str) -> IpAddr {
@@ -163,7 +162,7 @@ fn free_port() -> u16 {
 fn answers_probe(child: &mut Child, addr: SocketAddr) -> bool {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    let query = wire::build_query(7, &Question::new("probe.invalid", Family::V4).unwrap()).unwrap();
+    let query = wire::build_query(7, &Question::new("probe.invalid", Family::V4).unwrap());
     let mut buf = [0u8; 512];
     for _ in 0..50 {
         if child.try_wait().ok().flatten().is_some() {
@@ -433,15 +432,14 @@ fn a_closed_port_moves_on_at_once_and_silence_everywhere_is_a_timeout() {
 }
 
 /// Read the queries waiting at a fake server: (id, name, type, from).
-fn read_queries(server: &UdpSocket, count: usize) -> Vec<(u16, String, RecordType, SocketAddr)> {
+fn read_queries(server: &UdpSocket, count: usize) -> Vec<(u16, String, u16, SocketAddr)> {
     server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = [0u8; 1500];
     (0..count)
         .map(|_| {
             let (n, from) = server.recv_from(&mut buf).expect("a query");
-            let message = Message::from_vec(&buf[..n]).unwrap();
-            let query = &message.queries[0];
-            (message.metadata.id, query.name().to_ascii(), query.query_type(), from)
+            let (id, name, rtype) = read_query(&buf[..n]).expect("one question");
+            (id, name, rtype, from)
         })
         .collect()
 }
@@ -452,12 +450,12 @@ fn forged_and_mismatched_replies_are_ignored() {
     let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut lp = Loop::new(config(&[fake.local_addr().unwrap()]));
     lp.lookup("target.test", waiter(1));
-    let evil = |rtype| if rtype == RecordType::A { ip("203.0.113.66") } else { ip("2001:db8::666") };
+    let evil = |rtype| if rtype == A { ip("203.0.113.66") } else { ip("2001:db8::666") };
     for (id, name, rtype, client) in read_queries(&fake, 2) {
         assert_eq!(name, "target.test.");
-        let good = if rtype == RecordType::A { ip("192.0.2.77") } else { ip("2001:db8::77") };
-        let other = if rtype == RecordType::A { RecordType::AAAA } else { RecordType::A };
-        let reply = |id, qname: &str, qtype| Response::new(id, qname, qtype, ResponseCode::NoError);
+        let good = if rtype == A { ip("192.0.2.77") } else { ip("2001:db8::77") };
+        let other = if rtype == A { AAAA } else { A };
+        let reply = |id, qname: &str, qtype| Response::new(id, qname, qtype, NOERROR);
         let forged = [
             reply(id.wrapping_add(1), "target.test", rtype).ip("target.test", 3600, evil(rtype)).bytes(),
             reply(id, "other.test", rtype).ip("target.test", 3600, evil(rtype)).bytes(),
@@ -499,7 +497,7 @@ fn a_failing_server_hands_over_to_the_next_and_all_failing_is_an_error() {
     let mut lp = Loop::new(config(&[failing.local_addr().unwrap(), good.local_addr().unwrap()]));
     lp.lookup("flaky.test", waiter(1));
     for (id, _, rtype, client) in read_queries(&failing, 2) {
-        let rcode = if rtype == RecordType::A { ResponseCode::ServFail } else { ResponseCode::Refused };
+        let rcode = if rtype == A { SERVFAIL } else { REFUSED };
         failing.send_to(&Response::new(id, "flaky.test", rtype, rcode).bytes(), client).unwrap();
     }
     // The client moves on to the second server as soon as it reads the failures.
@@ -510,14 +508,9 @@ fn a_failing_server_hands_over_to_the_next_and_all_failing_is_an_error() {
         assert!(Instant::now() < deadline, "the second server was not asked at once");
         lp.turn();
         while let Ok((n, client)) = good.recv_from(&mut buf) {
-            let message = Message::from_vec(&buf[..n]).unwrap();
-            let rtype = message.queries[0].query_type();
-            let addr = if rtype == RecordType::A { ip("192.0.2.88") } else { ip("2001:db8::88") };
-            let reply = Response::new(message.metadata.id, "flaky.test", rtype, ResponseCode::NoError).ip(
-                "flaky.test",
-                60,
-                addr,
-            );
+            let (id, _, rtype) = read_query(&buf[..n]).expect("one question");
+            let addr = if rtype == A { ip("192.0.2.88") } else { ip("2001:db8::88") };
+            let reply = Response::new(id, "flaky.test", rtype, NOERROR).ip("flaky.test", 60, addr);
             good.send_to(&reply.bytes(), client).unwrap();
             answered += 1;
         }
@@ -530,9 +523,7 @@ fn a_failing_server_hands_over_to_the_next_and_all_failing_is_an_error() {
     let mut lp = Loop::new(DnsConfig { attempts: 1, ..config(&[failing.local_addr().unwrap()]) });
     lp.lookup("broken.test", waiter(2));
     for (id, _, rtype, client) in read_queries(&failing, 2) {
-        failing
-            .send_to(&Response::new(id, "broken.test", rtype, ResponseCode::ServFail).bytes(), client)
-            .unwrap();
+        failing.send_to(&Response::new(id, "broken.test", rtype, SERVFAIL).bytes(), client).unwrap();
     }
     lp.run_until(2, Duration::from_secs(2));
     assert_eq!(lp.answer(waiter(2), Family::V4), Err(DnsError::ServerFailure));
