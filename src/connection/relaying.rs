@@ -80,8 +80,8 @@ impl<S: Stream> Relay<S> {
         let up = relay::pump(client, &mut self.upstream, &mut self.up, &mut budget_up, &mut movers);
         let down = relay::pump(&mut self.upstream, client, &mut self.down, &mut budget_down, &mut movers);
         if let Some(throttle) = self.throttle.as_deref_mut() {
-            throttle.settle(Way::Up, opened.0, budget_up);
-            throttle.settle(Way::Down, opened.1, budget_down);
+            throttle.settle(Way::Up, opened.0, budget_up, !self.up.eof);
+            throttle.settle(Way::Down, opened.1, budget_down, !self.down.eof);
         }
         let progress = match (up, down) {
             (Ok(a), Ok(b)) => a || b,

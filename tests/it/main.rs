@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod proxy_protocol;
+mod ratelimit;
 mod relay;
 mod rules;
 mod scale;
