@@ -54,6 +54,8 @@ pub struct Config {
     pub users: Users,
     /// The config file this configuration was read from (`--config`), if any.
     pub config_file: Option<PathBuf>,
+    /// Warnings about the configuration (plaintext passwords), logged once logging runs.
+    pub warnings: Vec<String>,
     /// Address put in UDP ASSOCIATE replies instead of the relay socket's own (behind NAT).
     pub udp_advertise: Option<IpAddr>,
     /// Accept SOCKS4 and SOCKS4a clients.
@@ -149,6 +151,7 @@ impl Default for Config {
             max_connections_per_client: None,
             users: Users::default(),
             config_file: None,
+            warnings: Vec::new(),
             udp_advertise: None,
             socks4: true,
             socks4_without_auth: false,
@@ -203,6 +206,11 @@ USAGE:
     socksloop [OPTIONS]
 
 OPTIONS:
+    --config PATH               Read settings from this TOML file: every long flag is a key
+                                of the same name (listen = [\"127.0.0.1:1080\"]), and
+                                [[users]] tables add users with their own settings (see
+                                docs/configuration.md). Flags given here override the file.
+                                Users and rules are re-read on SIGHUP
     --listen ADDR:PORT          Accept clients here; repeat for several addresses.
                                 IPv6 in brackets: [::1]:1080. [default: 127.0.0.1:1080]
     --log-level LEVEL           error, warn, info, debug or trace [default: info]
@@ -288,13 +296,74 @@ ENVIRONMENT:
     LISTEN_FDS, NOTIFY_SOCKET, WATCHDOG_USEC
                                      Set by systemd: socket activation, readiness, watchdog
 
-SIGNALS: SIGINT or SIGTERM drains (a second one stops at once); SIGHUP re-reads the auth
-file. Exit codes: 0 after a stop, 1 when the server cannot start, 2 for a bad command line.
+SIGNALS: SIGINT or SIGTERM drains (a second one stops at once); SIGHUP re-reads users and
+rules (the config file and the auth file) and ends the connections of removed users.
+Exit codes: 0 after a stop, 1 when the server cannot start, 2 for a bad command line.
 More in socksloop(8): man -l man/socksloop.8
 ";
 
-/// Parse the process's arguments (without the program name).
+/// Parse the process's arguments (without the program name), and the config file that
+/// `--config PATH` names: its keys come first, so a flag given on the command line replaces the
+/// file's key of the same name (`src/config_file.rs`).
 pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
+    let (path, rest) = take_config_flag(args)?;
+    let Some(path) = path else { return parse_args_only(rest) };
+    if rest.iter().any(|a| ["-h", "--help", "-V", "--version"].contains(&a.to_string_lossy().as_ref())) {
+        return parse_args_only(rest);
+    }
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError(format!("cannot read config file {source}: {e}")))?;
+    let file = crate::config_file::parse(&text, &source).map_err(ConfigError)?;
+    let mut merged: Vec<OsString> = Vec::new();
+    for (flag, value) in &file.flags {
+        if crate::config_file::given_on_command_line(&rest, flag) {
+            continue; // the command line's value replaces the file's
+        }
+        merged.push(flag.into());
+        merged.extend(value.iter().map(OsString::from));
+    }
+    merged.extend(rest);
+    let action = parse_args_only(merged)?;
+    Ok(match action {
+        Action::Run(mut config) => {
+            config.users = file.users;
+            config.warnings = file.warnings;
+            config.config_file = Some(path);
+            Action::Run(config)
+        }
+        other => other,
+    })
+}
+
+/// Remove `--config PATH` (or `--config=PATH`) from the arguments; once at most.
+fn take_config_flag(args: Vec<OsString>) -> Result<(Option<PathBuf>, Vec<OsString>), ConfigError> {
+    let mut path = None;
+    let mut rest = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        let value = if text == "--config" {
+            match iter.next() {
+                Some(value) => value,
+                None => return Err(ConfigError("the flag '--config' needs a value (see --help)".into())),
+            }
+        } else if let Some(value) = text.strip_prefix("--config=") {
+            OsString::from(value)
+        } else {
+            rest.push(arg);
+            continue;
+        };
+        if path.replace(PathBuf::from(value)).is_some() {
+            return Err(ConfigError("--config is given twice".into()));
+        }
+    }
+    Ok((path, rest))
+}
+
+/// Parse flags only (no config file): the command line's parser, also used on each key of a
+/// config file.
+pub fn parse_args_only(args: Vec<OsString>) -> Result<Action, ConfigError> {
     let mut args = pico_args::Arguments::from_vec(args);
     if args.contains(["-h", "--help"]) {
         return Ok(Action::PrintHelp);
@@ -729,6 +798,58 @@ mod tests {
         assert_eq!(config(&["--metrics=[::1]:0"]).metrics, Some("[::1]:0".parse().unwrap()));
         let err = parse(&["--metrics", "9100"]).expect_err("a port alone is not an address");
         assert!(err.0.contains("--metrics") && err.0.contains("IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn config_file_flag() {
+        let path = std::env::temp_dir().join(format!("socksloop-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "idle-timeout = 60\ndeny-port = [25, 26]\n[[users]]\nname = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let arg = format!("--config={}", path.display());
+        let c = config(&[&arg]);
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.rules.deny_ports, vec![25, 26]);
+        assert_eq!(c.users.len(), 1);
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        // The command line wins, key by key.
+        let c = config(&[&arg, "--idle-timeout", "5", "--deny-port=9"]);
+        assert_eq!((c.idle_timeout, c.rules.deny_ports), (Duration::from_secs(5), vec![9]));
+        assert!(parse(&[&arg, &arg]).unwrap_err().0.contains("twice"));
+        assert!(parse(&["--config"]).unwrap_err().0.contains("needs a value"));
+        assert!(matches!(parse(&[&arg, "--help"]), Ok(Action::PrintHelp)));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn egress_and_per_client_flags() {
+        let c = config(&[
+            "--bind-out",
+            "incoming",
+            "--bind-interface",
+            "eth0",
+            "--fwmark",
+            "0x20",
+            "--max-connections-per-client",
+            "8",
+        ]);
+        assert_eq!(c.bind_out, Some(BindOut::Incoming));
+        assert_eq!(
+            c.egress(),
+            Egress { bind_out: Some(BindOut::Incoming), interface: Some("eth0".into()), fwmark: Some(32) }
+        );
+        assert_eq!(c.max_connections_per_client, Some(8));
+        for (args, flag) in [
+            (&["--bind-interface", "a/b"][..], "--bind-interface"),
+            (&["--bind-interface", "much-too-long-name"], "--bind-interface"),
+            (&["--fwmark", "-1"], "--fwmark"),
+            (&["--max-connections-per-client", "0"], "--max-connections-per-client"),
+        ] {
+            let err = parse(args).expect_err("bad value");
+            assert!(err.0.contains(flag), "{err}");
+        }
     }
 
     #[test]

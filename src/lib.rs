@@ -17,6 +17,7 @@
 pub mod acl;
 pub mod auth;
 pub mod config;
+pub mod config_file;
 mod connect;
 pub mod connection;
 pub mod dns;

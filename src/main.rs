@@ -58,6 +58,9 @@ fn run() -> ExitCode {
         eprintln!("socksloop: error: cannot start logging: {e}");
         return ExitCode::FAILURE;
     }
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     match limits::raise_nofile_limit() {
         Ok((old, new)) if old != new => log::info!("open-file limit raised from {old} to {new}"),
         Ok(_) => {}
@@ -217,6 +220,9 @@ fn reread_config(args: &[OsString], clear_listen: bool) -> Result<config::Config
         Err(e) => return Err(e.0),
     };
     config.auth.env_user = env_user()?;
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     if clear_listen {
         config.listen.clear();
     }

@@ -4,7 +4,6 @@
 //! file.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use socksloop::auth::AuthSource;
@@ -12,19 +11,6 @@ use socksloop::auth::AuthSource;
 use crate::support::*;
 
 /// A full authenticated CONNECT; the reply code (the stream is returned for relaying).
-fn auth_connect(proxy: SocketAddr, user: &str, pass: &str, dest: &Dest) -> Result<(TcpStream, u8), u8> {
-    let mut stream = tcp_connect(proxy);
-    greet_userpass(&mut stream);
-    let status = authenticate(&mut stream, user, pass);
-    if status != 0 {
-        expect_closed(&mut stream, "after failed auth");
-        return Err(status);
-    }
-    stream.write_all(&request_bytes(CMD_CONNECT, dest)).unwrap();
-    let reply = read_reply(&mut stream).unwrap();
-    Ok((stream, reply.code))
-}
-
 fn auth_server(users: &TempFile) -> socksloop::Server {
     start_server_with(|c| c.auth = AuthSource { file: Some(users.path_buf()), env_user: None })
 }

@@ -5,6 +5,7 @@ mod access_log;
 mod auth;
 mod bind;
 mod cli;
+mod config_file;
 mod connect;
 mod curl;
 mod dns;

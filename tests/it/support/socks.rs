@@ -261,3 +261,18 @@ pub fn leave(stream: TcpStream, how: Leave) {
     }
     drop(stream);
 }
+
+/// Greet offering username/password, log in, and send a CONNECT: `Ok((stream, reply code))`,
+/// or `Err(auth status)` when the login was refused (the proxy then closes).
+pub fn auth_connect(proxy: SocketAddr, user: &str, pass: &str, dest: &Dest) -> Result<(TcpStream, u8), u8> {
+    let mut stream = tcp_connect(proxy);
+    greet_userpass(&mut stream);
+    let status = authenticate(&mut stream, user, pass);
+    if status != 0 {
+        expect_closed(&mut stream, "after failed auth");
+        return Err(status);
+    }
+    stream.write_all(&request_bytes(CMD_CONNECT, dest)).unwrap();
+    let reply = read_reply(&mut stream).unwrap();
+    Ok((stream, reply.code))
+}
