@@ -1,5 +1,6 @@
 //! Per-user rate limits (`rate-limit`, bytes per second each way, summed over the user's
-//! connections and workers): measured over real sockets on loopback.
+//! connections and workers): measured over real sockets on loopback, in-process and through
+//! the binary with a config file (and a reload that changes the rate of open connections).
 //!
 //! Every flow pushes as fast as it can (a target that writes without pause, a client that
 //! uploads without pause) and counts what arrives; the rate is the bytes counted over a window
@@ -138,7 +139,11 @@ fn mib(rate: f64) -> String {
 /// Within ±10 % of the limit (the upper bound also allows the window's share of the burst,
 /// a tenth of a second of the rate, which the warm-up has normally spent).
 fn assert_near_limit(total: f64, what: &str) {
-    let limit = LIMIT as f64;
+    assert_near(total, LIMIT, what);
+}
+
+fn assert_near(total: f64, limit: u64, what: &str) {
+    let limit = limit as f64;
     let burst_share = limit * 0.1 / WINDOW.as_secs_f64();
     assert!(total <= 1.1 * limit + burst_share, "{what}: {} exceeds the limit of {}", mib(total), mib(limit));
     assert!(total >= 0.9 * limit, "{what}: {} is under 90 % of {}", mib(total), mib(limit));
@@ -223,4 +228,38 @@ fn uploads_are_limited_too_and_each_way_has_its_own_limit() {
     eprintln!("alice uploads {} and downloads {} at once", mib(upload), mib(download));
     assert_near_limit(upload, "alice's 3 uploads");
     assert_near_limit(download, "alice's 2 downloads beside them");
+}
+
+/// A config file with `alice` limited to `rate` and `bob` unlimited, on two workers.
+fn config_file_text(rate: &str) -> String {
+    format!(
+        "workers = 2\n\n[[users]]\nname = \"alice\"\npassword = \"a-pw\"\nrate-limit = \"{rate}\"\n\n\
+         [[users]]\nname = \"bob\"\npassword = \"b-pw\"\n"
+    )
+}
+
+#[test]
+fn a_config_file_limits_a_user_and_a_reload_changes_the_rate_of_open_connections_at_once() {
+    let file = TempFile::new("config-rate.toml", &config_file_text("20M"));
+    let proxy = ProxyProcess::spawn(&["--config", file.path()]);
+    let source = firehose();
+    let mut alice = Flows::new();
+    alice.download(2, proxy.addr, "alice", source.addr);
+    let mut bob = Flows::new();
+    bob.download(1, proxy.addr, "bob", source.addr);
+    let mut all = alice.counters.clone();
+    all.extend(bob.counters.iter().cloned());
+    let measured = rates(&all, WARM_UP, WINDOW);
+    let (total, bob_rate) = (measured[0] + measured[1], measured[2]);
+    eprintln!("rate-limit = \"20M\": alice {}, bob {}", mib(total), mib(bob_rate));
+    assert_near_limit(total, "alice's 2 downloads under rate-limit = \"20M\"");
+    assert!(bob_rate >= 3.0 * LIMIT as f64, "unlimited bob got only {}", mib(bob_rate));
+
+    // The same open connections follow a changed limit as soon as it is reloaded.
+    file.write(&config_file_text("10M"));
+    proxy.signal(libc::SIGHUP);
+    assert!(proxy.wait_for_log("settings reloaded", TIMEOUT));
+    let total: f64 = rates(&alice.counters, WARM_UP, WINDOW).iter().sum();
+    eprintln!("after the reload to \"10M\": alice {}", mib(total));
+    assert_near(total, 10 << 20, "alice's open downloads after a reload to \"10M\"");
 }
