@@ -31,6 +31,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Threads that run blocking `getaddrinfo` calls off the event loop (per worker).
     pub resolver_threads: usize,
+    /// Threads that verify password hashes off the event loops (for the whole process).
+    pub verifier_threads: usize,
     /// Event loops, each on its own thread with its own `SO_REUSEPORT` listener.
     pub workers: usize,
     /// On the first SIGINT/SIGTERM, how long established connections may take to finish.
@@ -140,6 +142,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             max_connections: None,
             resolver_threads: 4,
+            verifier_threads: crate::verifier::DEFAULT_THREADS,
             workers: 1,
             shutdown_grace: Duration::from_secs(10),
             auth: AuthSource::default(),
@@ -183,6 +186,8 @@ impl Config {
 #[derive(Debug)]
 pub enum Action {
     Run(Box<Config>),
+    /// `socksloop hash-password`: read a password from standard input, print its hash.
+    HashPassword,
     PrintHelp,
     PrintVersion,
 }
@@ -204,6 +209,8 @@ socksloop: a SOCKS5 proxy server on one event loop
 
 USAGE:
     socksloop [OPTIONS]
+    socksloop hash-password     Read a password (one line) from standard input and print
+                                its argon2id hash, for password-hash in a config file
 
 OPTIONS:
     --config PATH               Read settings from this TOML file: every long flag is a key
@@ -234,6 +241,8 @@ OPTIONS:
     --max-connections N         Simultaneous clients; beyond it accepting pauses
                                 [default: derived from the open-file limit]
     --resolver-threads N        Most threads for DNS lookups (started on demand) [default: 4]
+    --verifier-threads N        Most threads verifying password hashes, for all workers
+                                (started on demand) [default: 2]
     --nameserver IP[:PORT]      Resolve names inside the event loop by asking this DNS server
                                 (repeatable: tried in turn); /etc/hosts is read first and
                                 answers are cached for their TTL. Without it, the system
@@ -267,9 +276,9 @@ AUTHENTICATION AND ACCESS:
     --bind-out ADDR|incoming    Make outbound connections from this local IP address, or
                                 from the address the client connected to (incoming)
     --bind-interface IFACE      Send outbound connections only through this interface
-                                (SO_BINDTODEVICE; needs CAP_NET_RAW)
+                                (SO_BINDTODEVICE; no capability needed since Linux 5.7)
     --fwmark N                  Put this firewall mark on outbound connections (SO_MARK, for
-                                policy routing; needs CAP_NET_ADMIN)
+                                policy routing; needs CAP_NET_ADMIN, or CAP_NET_RAW on 5.17+)
     --max-connections-per-client N
                                 Simultaneous connections from one client IP address; more
                                 are refused (SOCKS5 reply 02) [default: no limit]
@@ -306,6 +315,15 @@ More in socksloop(8): man -l man/socksloop.8
 /// `--config PATH` names: its keys come first, so a flag given on the command line replaces the
 /// file's key of the same name (`src/config_file.rs`).
 pub fn parse_args(args: Vec<OsString>) -> Result<Action, ConfigError> {
+    if args.first().is_some_and(|first| first == "hash-password") {
+        // The extra argument is not shown: it may well be the password.
+        return match args.len() {
+            1 => Ok(Action::HashPassword),
+            _ => Err(ConfigError(
+                "hash-password takes no arguments: it reads the password from standard input".into(),
+            )),
+        };
+    }
     let (path, rest) = take_config_flag(args)?;
     let Some(path) = path else { return parse_args_only(rest) };
     if rest.iter().any(|a| ["-h", "--help", "-V", "--version"].contains(&a.to_string_lossy().as_ref())) {
@@ -396,6 +414,9 @@ pub fn parse_args_only(args: Vec<OsString>) -> Result<Action, ConfigError> {
         take(&mut args, "--max-connections", |s| parse_positive("--max-connections", s))?;
     if let Some(n) = take(&mut args, "--resolver-threads", |s| parse_positive("--resolver-threads", s))? {
         config.resolver_threads = n;
+    }
+    if let Some(n) = take(&mut args, "--verifier-threads", |s| parse_positive("--verifier-threads", s))? {
+        config.verifier_threads = n;
     }
     config.nameservers = take_all(&mut args, "--nameserver", parse_nameserver)?;
     if let Some(n) = take(&mut args, "--workers", |s| parse_positive("--workers", s))? {
@@ -798,6 +819,19 @@ mod tests {
         assert_eq!(config(&["--metrics=[::1]:0"]).metrics, Some("[::1]:0".parse().unwrap()));
         let err = parse(&["--metrics", "9100"]).expect_err("a port alone is not an address");
         assert!(err.0.contains("--metrics") && err.0.contains("IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn verifier_threads_and_hash_password() {
+        assert_eq!(config(&[]).verifier_threads, 2);
+        assert_eq!(config(&["--verifier-threads", "4"]).verifier_threads, 4);
+        let err = parse(&["--verifier-threads", "0"]).expect_err("zero threads");
+        assert!(err.0.contains("--verifier-threads"), "{err}");
+        assert!(matches!(parse(&["hash-password"]), Ok(Action::HashPassword)));
+        let err = parse(&["hash-password", "secret"]).expect_err("no password on the command line");
+        assert!(err.0.contains("standard input") && !err.0.contains('\n'), "{err}");
+        // Only as the first argument: elsewhere it is an unexpected word.
+        assert!(parse(&["--workers", "2", "hash-password"]).is_err());
     }
 
     #[test]

@@ -291,19 +291,15 @@ fn parse_user(table: &DeTable<'_>, _at: &dyn Fn(Range<usize>) -> String) -> Resu
     Ok(user)
 }
 
-/// A PHC string for argon2id: `$argon2id$v=19$m=..,t=..,p=..$salt$hash`. The full check of its
-/// parameters belongs to the verifier; here, the shape.
+/// A PHC string for argon2id that the verifier can use (`crate::verifier::check_phc`: the
+/// algorithm, version 19, parameters that parse, a salt and a hash).
 fn check_password_hash(s: &str) -> Result<(), String> {
-    let parts: Vec<&str> = s.split('$').collect();
-    let shaped =
-        parts.len() == 6 && parts[0].is_empty() && parts[1] == "argon2id" && parts[3].starts_with("m=");
-    if shaped {
-        Ok(())
-    } else {
-        Err("expected an argon2id PHC string ($argon2id$v=19$m=...,t=...,p=...$salt$hash; \
-             make one with: socksloop hash-password)"
-            .into())
-    }
+    crate::verifier::check_phc(s).map_err(|why| {
+        format!(
+            "expected an argon2id PHC string ($argon2id$v=19$m=...,t=...,p=...$salt$hash; \
+             make one with: socksloop hash-password): {why}"
+        )
+    })
 }
 
 fn positive(value: &DeValue<'_>) -> Result<usize, String> {
@@ -562,7 +558,7 @@ log-level = "debug"
         let text = r#"
 [[users]]
 name = "alice"
-password-hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"
+password-hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
 bind-out = "203.0.113.5"
 max-connections = 100
 rate-limit = "20M"

@@ -12,13 +12,18 @@ use std::net::{IpAddr, SocketAddr};
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Begin connecting to `addr` without blocking, from `bind_out` if given.
-pub fn start(addr: SocketAddr, bind_out: Option<IpAddr>) -> io::Result<TcpStream> {
+use crate::net::{EgressError, Outbound, apply_device_and_mark};
+
+/// Begin connecting to `addr` without blocking, from a socket set up as `out` asks (source
+/// address, device, mark: all before `connect`, so the SYN already carries them). A setup
+/// failure is an [`EgressError`].
+pub fn start(addr: SocketAddr, out: &Outbound) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     // A proxy must not add latency: forward each small write as soon as it is read.
     socket.set_tcp_nodelay(true)?;
-    if let Some(local) = bind_out {
-        bind_before_connect(&socket, local)?;
+    apply_device_and_mark(&socket, out)?;
+    if let Some(local) = out.from {
+        bind_before_connect(&socket, local).map_err(|e| EgressError::wrap(format!("bind-out {local}"), e))?;
     }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
@@ -88,7 +93,7 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut poll = mio::Poll::new().unwrap();
-        let mut stream = match start(addr, None) {
+        let mut stream = match start(addr, &Outbound::default()) {
             Ok(s) => s,
             Err(e) => {
                 assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);

@@ -36,7 +36,9 @@ pub mod sim;
 pub mod systemd;
 pub mod timer;
 pub mod token;
+pub mod usage;
 pub mod users;
+pub mod verifier;
 
 pub use config::{Config, LogFormat, RelayMode};
 

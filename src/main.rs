@@ -6,6 +6,8 @@
 //! Under systemd it also takes the sockets of a socket unit and tells systemd how it is
 //! doing (`socksloop::systemd`).
 
+mod hash_password;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -42,6 +44,7 @@ fn run() -> ExitCode {
             println!("socksloop {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Action::HashPassword) => return hash_password::run(),
         Err(e) => {
             eprintln!("socksloop: error: {e}");
             return ExitCode::from(2);

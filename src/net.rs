@@ -208,6 +208,95 @@ pub struct SocketId {
     pub side: Side,
 }
 
+/// How one outbound socket is set up before it connects (a TCP upstream) or sends (a UDP
+/// association's target-facing socket): a connection's egress (`--bind-out`,
+/// `--bind-interface`, `--fwmark`, or its user's), resolved for that connection (`incoming`
+/// already replaced by the address the client reached).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outbound {
+    /// Bind to this source address (the port is left to `connect`).
+    pub from: Option<IpAddr>,
+    /// `SO_BINDTODEVICE`: leave through this interface only.
+    pub interface: Option<String>,
+    /// `SO_MARK`: the firewall mark for policy routing and nftables.
+    pub fwmark: Option<u32>,
+}
+
+/// An outbound socket could not be set up as its egress asks (`SO_MARK` without
+/// `CAP_NET_ADMIN`, an interface that does not exist, a `--bind-out` address the host does not
+/// have): the operator's configuration, not the target, is at fault, so the request fails at
+/// once with a general failure and the log says what to fix. Carried inside an `io::Error`
+/// ([`EgressError::of`] finds it).
+#[derive(Debug)]
+pub struct EgressError {
+    /// What was asked: `SO_MARK 7`, `SO_BINDTODEVICE eth9`, `bind-out 192.0.2.1`.
+    pub what: String,
+    pub source: io::Error,
+}
+
+impl EgressError {
+    /// Wrap `source`, the failure to apply `what`, in an `io::Error`.
+    pub fn wrap(what: String, source: io::Error) -> io::Error {
+        io::Error::other(EgressError { what, source })
+    }
+
+    /// The egress failure inside `error`, if that is what it is.
+    pub fn of(error: &io::Error) -> Option<&EgressError> {
+        error.get_ref().and_then(|inner| inner.downcast_ref::<EgressError>())
+    }
+}
+
+impl std::fmt::Display for EgressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot set {}: {}", self.what, self.source)?;
+        let hint = match (self.what.split(' ').next(), self.source.raw_os_error()) {
+            (Some("SO_MARK"), Some(libc::EPERM)) => " (needs CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+)",
+            (Some("SO_BINDTODEVICE"), Some(libc::EPERM)) => " (needs CAP_NET_RAW)",
+            (Some("SO_BINDTODEVICE"), Some(libc::ENODEV)) => " (no such interface)",
+            (Some("bind-out"), Some(libc::EADDRNOTAVAIL)) => " (no interface of this host has it)",
+            _ => "",
+        };
+        f.write_str(hint)
+    }
+}
+
+impl std::error::Error for EgressError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Give `socket` the device and mark of `out` (not its address: binding differs for TCP,
+/// which leaves the port to `connect`, and UDP). Errors are [`EgressError`]s.
+pub fn apply_device_and_mark(socket: &socket2::Socket, out: &Outbound) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        if let Some(interface) = &out.interface {
+            socket
+                .bind_device(Some(interface.as_bytes()))
+                .map_err(|e| EgressError::wrap(format!("SO_BINDTODEVICE {interface}"), e))?;
+        }
+        if let Some(mark) = out.fwmark {
+            socket.set_mark(mark).map_err(|e| EgressError::wrap(format!("SO_MARK {mark}"), e))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = socket;
+        match (&out.interface, out.fwmark) {
+            (None, None) => Ok(()),
+            (Some(interface), _) => Err(EgressError::wrap(
+                format!("SO_BINDTODEVICE {interface}"),
+                io::ErrorKind::Unsupported.into(),
+            )),
+            (None, Some(mark)) => {
+                Err(EgressError::wrap(format!("SO_MARK {mark}"), io::ErrorKind::Unsupported.into()))
+            }
+        }
+    }
+}
+
 /// Where a datagram socket binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatagramBind {
@@ -225,12 +314,15 @@ pub trait Net {
     type Listener: Listener<Stream = Self::Stream>;
     type Datagram: Datagram;
 
-    /// Begin a nonblocking connect to `addr` (from `from`, if given), registered as `id`.
-    fn connect(&self, addr: SocketAddr, from: Option<IpAddr>, id: SocketId) -> io::Result<Self::Stream>;
+    /// Begin a nonblocking connect to `addr` from a socket set up as `out` asks, registered
+    /// as `id`. A setup failure is an [`EgressError`].
+    fn connect(&self, addr: SocketAddr, out: &Outbound, id: SocketId) -> io::Result<Self::Stream>;
     /// Listen on `addr` (port 0: an ephemeral port), registered as `id`.
     fn listen(&self, addr: SocketAddr, id: SocketId) -> io::Result<Self::Listener>;
-    /// Bind a UDP socket, registered as `id` (for reading only: sends that would block drop).
-    fn bind_datagram(&self, at: DatagramBind, id: SocketId) -> io::Result<Self::Datagram>;
+    /// Bind a UDP socket, registered as `id` (for reading only: sends that would block drop),
+    /// with `out`'s device and mark (its address is `at`'s business). A setup failure is an
+    /// [`EgressError`].
+    fn bind_datagram(&self, at: DatagramBind, out: &Outbound, id: SocketId) -> io::Result<Self::Datagram>;
     /// Register a stream accepted from a [`Listener`] as `id`.
     fn adopt(&self, stream: &mut Self::Stream, id: SocketId) -> io::Result<()>;
     /// The local address the kernel would use to reach `target` (where a BIND listens).
@@ -323,8 +415,8 @@ impl Net for Registry {
     type Listener = TcpListener;
     type Datagram = UdpSocket;
 
-    fn connect(&self, addr: SocketAddr, from: Option<IpAddr>, id: SocketId) -> io::Result<TcpStream> {
-        let mut stream = connect::start(addr, from)?;
+    fn connect(&self, addr: SocketAddr, out: &Outbound, id: SocketId) -> io::Result<TcpStream> {
+        let mut stream = connect::start(addr, out)?;
         self.register(&mut stream, token_of(id), Interest::READABLE | Interest::WRITABLE)?;
         Ok(stream)
     }
@@ -335,10 +427,13 @@ impl Net for Registry {
         Ok(listener)
     }
 
-    fn bind_datagram(&self, at: DatagramBind, id: SocketId) -> io::Result<UdpSocket> {
+    fn bind_datagram(&self, at: DatagramBind, out: &Outbound, id: SocketId) -> io::Result<UdpSocket> {
         let mut socket = match at {
-            DatagramBind::At(addr) => UdpSocket::bind(addr)?,
-            DatagramBind::DualStack => bind_dual_stack()?,
+            DatagramBind::At(addr) if out.interface.is_none() && out.fwmark.is_none() => {
+                UdpSocket::bind(addr)?
+            }
+            DatagramBind::At(addr) => bind_datagram_at(addr, out)?,
+            DatagramBind::DualStack => bind_dual_stack(out)?,
         };
         self.register(&mut socket, token_of(id), Interest::READABLE)?;
         Ok(socket)
@@ -356,17 +451,27 @@ impl Net for Registry {
     }
 }
 
+/// A UDP socket with `out`'s device and mark, bound to `addr`.
+fn bind_datagram_at(addr: SocketAddr, out: &Outbound) -> io::Result<UdpSocket> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM.nonblocking(), None)?;
+    apply_device_and_mark(&socket, out)?;
+    socket.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(socket.into()))
+}
+
 /// An IPv6 socket that also speaks IPv4 (through mapped addresses), or IPv4 alone where
-/// the host has no IPv6.
-fn bind_dual_stack() -> io::Result<UdpSocket> {
+/// the host has no IPv6; with `out`'s device and mark.
+fn bind_dual_stack(out: &Outbound) -> io::Result<UdpSocket> {
     let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM.nonblocking(), None);
     match socket {
         Ok(socket) => {
             socket.set_only_v6(false)?;
+            apply_device_and_mark(&socket, out)?;
             socket.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).into())?;
             Ok(UdpSocket::from_std(socket.into()))
         }
-        Err(_) => UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+        Err(_) => bind_datagram_at(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), out),
     }
 }
 

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::connect::Progress;
-use crate::net::{Datagram, DatagramBind, Listener, Net, SocketId, Stream};
+use crate::net::{Datagram, DatagramBind, EgressError, Listener, Net, Outbound, SocketId, Stream};
 
 #[derive(Debug, Default)]
 struct StreamState {
@@ -352,12 +352,18 @@ pub enum ConnectPlan {
     Pending,
     /// Fails at once with this error kind (no route, no descriptors...).
     FailAtOnce(io::ErrorKind),
+    /// The socket cannot be set up as its egress asks (as `SO_MARK` fails without
+    /// `CAP_NET_ADMIN`): an [`EgressError`] with this errno.
+    EgressFails(i32),
 }
 
 #[derive(Debug, Default)]
 struct NetState {
     plans: VecDeque<ConnectPlan>,
     connects: Vec<(SocketAddr, SocketId, Script)>,
+    /// How each socket opened toward a target was set up: connects (begun or failed at
+    /// once) and target-facing datagram sockets, in order.
+    outbounds: Vec<Outbound>,
     listeners: Vec<(SocketId, ListenerScript)>,
     datagrams: Vec<(SocketId, DatagramScript)>,
     adopted: Vec<SocketId>,
@@ -382,6 +388,11 @@ impl SimNet {
     /// Every connect begun (and not failed at once): target, registration, script.
     pub fn connects(&self) -> Vec<(SocketAddr, SocketId, Script)> {
         self.0.borrow().connects.clone()
+    }
+
+    /// How every outbound socket (connects, target-facing datagram sockets) was set up.
+    pub fn outbounds(&self) -> Vec<Outbound> {
+        self.0.borrow().outbounds.clone()
     }
 
     /// The newest upstream's script.
@@ -413,13 +424,18 @@ impl Net for SimNet {
     type Listener = SimListener;
     type Datagram = SimDatagram;
 
-    fn connect(&self, addr: SocketAddr, from: Option<IpAddr>, id: SocketId) -> io::Result<SimStream> {
+    fn connect(&self, addr: SocketAddr, out: &Outbound, id: SocketId) -> io::Result<SimStream> {
         let plan = self.0.borrow_mut().plans.pop_front().unwrap_or(ConnectPlan::Pending);
-        if let ConnectPlan::FailAtOnce(kind) = plan {
-            return Err(kind.into());
+        self.0.borrow_mut().outbounds.push(out.clone());
+        match plan {
+            ConnectPlan::Pending => {}
+            ConnectPlan::FailAtOnce(kind) => return Err(kind.into()),
+            ConnectPlan::EgressFails(errno) => {
+                return Err(EgressError::wrap("SO_MARK 1".into(), io::Error::from_raw_os_error(errno)));
+            }
         }
         let script = Script::default();
-        let local_ip = from.unwrap_or(match addr {
+        let local_ip = out.from.unwrap_or(match addr {
             SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
             SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
@@ -436,7 +452,10 @@ impl Net for SimNet {
         Ok(SimListener(script))
     }
 
-    fn bind_datagram(&self, at: DatagramBind, id: SocketId) -> io::Result<SimDatagram> {
+    fn bind_datagram(&self, at: DatagramBind, out: &Outbound, id: SocketId) -> io::Result<SimDatagram> {
+        if *out != Outbound::default() {
+            self.0.borrow_mut().outbounds.push(out.clone());
+        }
         if let DatagramBind::At(addr) = at
             && addr.port() != 0
             && self.0.borrow().datagrams.iter().any(|(_, d)| d.addr() == addr)

@@ -147,14 +147,18 @@ impl fmt::Debug for Users {
 }
 
 impl Users {
-    /// Add one user; fails on an empty or over-long name or password, or a duplicate name.
+    /// Add one user; fails on an empty or over-long name or password, an invalid password hash
+    /// ([`crate::verifier::check_phc`]), or a duplicate name.
     pub fn add(&mut self, user: User) -> Result<(), String> {
         if user.name.is_empty() {
             return Err("empty user name".into());
         }
         let password_len = match &user.secret {
             Secret::Plain(p) => p.len(),
-            Secret::Argon2id(_) => 0,
+            Secret::Argon2id(phc) => {
+                crate::verifier::check_phc(phc).map_err(|why| format!("invalid password hash: {why}"))?;
+                0
+            }
         };
         if user.name.len() > MAX_FIELD || password_len > MAX_FIELD {
             return Err(format!("user name and password are limited to {MAX_FIELD} bytes (RFC 1929)"));
@@ -200,7 +204,7 @@ impl Users {
 }
 
 /// Why a reload ends a logged-in user's open connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Revoked {
     /// The user is no longer in the file.
     Removed,
@@ -221,7 +225,8 @@ impl Revoked {
 }
 
 /// Whether a connection logged in as `held` must end under the user set `now_users` at `now`.
-/// Other changes (egress, limits, rules) apply to new connections only.
+/// Other changes (egress, caps, rules) apply to new connections only; a changed `rate-limit`
+/// reaches open connections too, through the bucket they share (`src/ratelimit.rs`).
 pub fn revocation(held: &User, now_users: &Users, now: SystemTime) -> Option<Revoked> {
     match now_users.get(held.name.as_bytes()) {
         None => Some(Revoked::Removed),
@@ -260,7 +265,8 @@ mod tests {
     #[test]
     fn plain_verification_and_hashes_deferred() {
         let mut hashed = User::plain("h", b"");
-        hashed.secret = Secret::Argon2id("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into());
+        hashed.secret =
+            Secret::Argon2id("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into());
         let set = users(vec![User::plain("alice", b"wonder:land"), hashed]);
         assert_eq!(set.verify_plain(b"alice", b"wonder:land"), Some(true));
         assert_eq!(set.verify_plain(b"alice", b"wonder"), Some(false));
@@ -275,6 +281,10 @@ mod tests {
         assert!(set.add(User::plain(&"u".repeat(256), b"x")).unwrap_err().contains("255"));
         set.add(User::plain("a", b"1")).unwrap();
         assert!(set.add(User::plain("a", b"2")).unwrap_err().contains("twice"));
+        let mut bad_hash = User::plain("b", b"");
+        bad_hash.secret = Secret::Argon2id("$2y$10$not-argon2".into());
+        let err = set.add(bad_hash).unwrap_err();
+        assert!(err.contains("invalid password hash"), "{err}");
     }
 
     #[test]

@@ -22,12 +22,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use socksloop::Config;
-use socksloop::auth::{AuthSource, CredentialStore};
+use socksloop::settings::Settings;
+use socksloop::usage::Usage;
+use socksloop::users::User;
 use socksloop::connection::{Connection, Ctx, HEADER_ROOM, Resolution, Step};
 use socksloop::dns::{DnsError, Family};
 use socksloop::net::{Readiness, SocketId};
@@ -35,6 +37,7 @@ use socksloop::resolver::Resolver;
 use socksloop::sim::{ConnectPlan, Script, SimNet};
 use socksloop::timer::Timers;
 use socksloop::token::Side;
+use socksloop::verifier::{Passwords, Verifier};
 
 fn family(kind: u8) -> Family {
     if kind == 1 { Family::V4 } else { Family::V6 }
@@ -62,11 +65,13 @@ impl Input<'_> {
     }
 }
 
-fn credentials() -> &'static CredentialStore {
-    static STORE: OnceLock<CredentialStore> = OnceLock::new();
-    STORE.get_or_init(|| {
-        let source = AuthSource { file: None, env_user: Some(("user".into(), "pass".into())) };
-        CredentialStore::open(source).expect("credentials")
+/// Settings with one user, `user`/`pass`.
+fn with_user() -> &'static Settings {
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let mut settings = Settings::default();
+        settings.users.add(User::plain("user", b"pass")).expect("user");
+        settings
     })
 }
 
@@ -115,7 +120,12 @@ fuzz_target!(|data: &[u8]| {
     let mut config = Config::default();
     config.rules.block_private = flags & 2 == 2;
     config.socks4 = flags & 4 == 0;
-    let credentials = (flags & 1 == 1).then(credentials);
+    let mut settings = if flags & 1 == 1 { with_user().clone() } else { Settings::default() };
+    settings.rules.block_private = config.rules.block_private;
+    let usage = Arc::new(Usage::default());
+    // A verifier of this input's own, so one input's failed logins cannot lock out the next's.
+    // Its user is plaintext: no verifier thread ever starts.
+    let mut passwords = Passwords::new(Arc::new(Verifier::new(1).expect("verifier")), None);
 
     let client = Script::default();
     client.grant(4096);
@@ -135,12 +145,14 @@ fuzz_target!(|data: &[u8]| {
         let mut ctx = Ctx {
             net: &net,
             names: &mut resolver,
+            passwords: &mut passwords,
             timers: &mut timers,
             scratch: &mut scratch,
             #[cfg(target_os = "linux")]
             pipes: None,
             config: &config,
-            credentials,
+            settings: &settings,
+            usage: &usage,
             now,
             key: 0,
             conn: 1,

@@ -29,18 +29,21 @@ pub struct BindWaiting<L> {
     carry: Carry,
 }
 
-/// Listen where the peer can reach us: the outbound address (`--bind-out`), else the route
-/// toward the expected peer, else `local` (the address the client reached us on); then send
-/// the first reply with the listening address.
+/// Listen where the peer can reach us: the connection's egress address (`from`: its
+/// `bind-out`, the user's or the global one), else the route toward the expected peer, else
+/// `local` (the address the client reached us on); then send the first reply with the
+/// listening address. (The interface and mark of the egress are for outbound sockets; the
+/// listener does not take them.)
 pub fn begin<N: Net>(
     expected: Vec<IpAddr>,
     toward: IpAddr,
+    from: Option<IpAddr>,
     local: Option<IpAddr>,
     mut carry: Carry,
     ctx: &mut Ctx<'_, N>,
     summary: &mut Summary,
 ) -> Outcome<N> {
-    let local_ip = ctx.settings.egress.source_ip(local).or_else(|| ctx.net.outbound_ip_for(toward)).or(local);
+    let local_ip = from.or_else(|| ctx.net.outbound_ip_for(toward)).or(local);
     let opened = local_ip
         .ok_or_else(|| io::Error::other("no local address"))
         .and_then(|ip| ctx.net.listen(SocketAddr::new(ip, 0), ctx.socket_id(Side::Aux)));

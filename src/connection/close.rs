@@ -49,13 +49,17 @@ pub enum CloseReason {
     UdpEndedByClient,
     /// A UDP association's control connection failed.
     UdpControlFailed,
+    /// A reload removed the connection's user or changed their password.
+    UserRevoked,
+    /// The connection's user expired (`expires` passed, or a reload moved it into the past).
+    UserExpired,
     /// The state machine did not settle (a bug; logged as an error).
     Stuck,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order: `ALL[r.index()] == r`.
-    pub const ALL: [CloseReason; 22] = [
+    pub const ALL: [CloseReason; 24] = [
         CloseReason::HandshakeTimeout,
         CloseReason::ClientClosedHandshake,
         CloseReason::ClientFailedHandshake,
@@ -77,6 +81,8 @@ impl CloseReason {
         CloseReason::UdpIdleTimeout,
         CloseReason::UdpEndedByClient,
         CloseReason::UdpControlFailed,
+        CloseReason::UserRevoked,
+        CloseReason::UserExpired,
         CloseReason::Stuck,
     ];
 
@@ -110,6 +116,8 @@ impl CloseReason {
             CloseReason::UdpIdleTimeout => "udp_idle_timeout",
             CloseReason::UdpEndedByClient => "udp_ended_by_client",
             CloseReason::UdpControlFailed => "udp_control_failed",
+            CloseReason::UserRevoked => "user_revoked",
+            CloseReason::UserExpired => "user_expired",
             CloseReason::Stuck => "internal_error",
         }
     }
@@ -138,7 +146,19 @@ impl CloseReason {
             CloseReason::UdpIdleTimeout => "UDP idle timeout",
             CloseReason::UdpEndedByClient => "UDP association ended by client",
             CloseReason::UdpControlFailed => "UDP control connection failed",
+            CloseReason::UserRevoked => "user revoked",
+            CloseReason::UserExpired => "user expired",
             CloseReason::Stuck => "internal error",
+        }
+    }
+
+    /// The reason a revoked user's connection ends with.
+    pub fn of_revocation(why: crate::users::Revoked) -> CloseReason {
+        match why {
+            crate::users::Revoked::Expired => CloseReason::UserExpired,
+            crate::users::Revoked::Removed | crate::users::Revoked::PasswordChanged => {
+                CloseReason::UserRevoked
+            }
         }
     }
 

@@ -18,13 +18,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::connect::Progress;
-use crate::net::{End, Net, Readiness, Stream};
+use crate::net::{EgressError, End, Net, Outbound, Readiness, Stream};
 use crate::relay::{Direction, Outbox};
 use crate::timer::Deadline;
 use crate::token::{Side, UPSTREAM_SLOTS};
+use crate::users::User;
 
 use super::policy::{self, command_reply};
 use super::relaying::Relay;
@@ -60,13 +62,24 @@ pub struct Connecting<S> {
     next_attempt_at: Option<Instant>,
     /// Where the search for the next attempt's slot starts.
     next_slot: u8,
+    /// How every attempt's socket is set up (the connection's egress, resolved).
+    outbound: Outbound,
+    /// The user whose destination rules apply on top of the global ones (late addresses too).
+    user: Option<Arc<User>>,
     carry: Carry,
 }
 
 /// Begin connecting: apply the egress rules to every address the connect could use (after
 /// resolution, so a name cannot smuggle a denied address), then try the rest in Happy Eyeballs
-/// order. More addresses may arrive later (`known.awaiting` families).
-pub fn begin<N: Net>(known: Known, carry: Carry, ctx: &mut Ctx<'_, N>, summary: &mut Summary) -> Outcome<N> {
+/// order, each attempt from a socket set up as `outbound` says. More addresses may arrive
+/// later (`known.awaiting` families).
+pub fn begin<N: Net>(
+    known: Known,
+    carry: Carry,
+    outbound: Outbound,
+    ctx: &mut Ctx<'_, N>,
+    summary: &mut Summary,
+) -> Outcome<N> {
     let mut connecting = Connecting {
         untried: VecDeque::new(),
         port: known.port,
@@ -77,6 +90,8 @@ pub fn begin<N: Net>(known: Known, carry: Carry, ctx: &mut Ctx<'_, N>, summary: 
         gives_up_at: known.gives_up_at,
         next_attempt_at: None,
         next_slot: 0,
+        outbound,
+        user: summary.user.clone(),
         carry,
     };
     connecting.add_addresses(known.ips, ctx);
@@ -96,12 +111,13 @@ impl<S: Stream> Connecting<S> {
         std::mem::take(&mut self.carry.out)
     }
 
-    /// Add addresses to try: those the egress rules and `--bind-out` allow, interleaved by
-    /// family with the ones still untried.
+    /// Add addresses to try: those the egress rules (global and the user's) and the source
+    /// address's family allow, interleaved by family with the ones still untried.
     fn add_addresses<N: Net>(&mut self, ips: Vec<IpAddr>, ctx: &Ctx<'_, N>) {
         let addrs: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, self.port)).collect();
         let before = addrs.len();
-        match policy::usable_destinations(addrs, &ctx.settings.rules, ctx.settings.egress.source_ip(None)) {
+        let rules = &ctx.settings.rules;
+        match policy::usable_destinations(addrs, rules, self.user.as_deref(), self.outbound.from) {
             Ok(usable) => {
                 if usable.len() < before {
                     log::debug!(
@@ -193,8 +209,13 @@ impl<S: Stream> Connecting<S> {
             }
         }
         let due = self.next_attempt_at.is_some_and(|at| ctx.now >= at);
-        if self.attempts.is_empty() || failed || due {
-            self.start_next_attempt(ctx);
+        if (self.attempts.is_empty() || failed || due)
+            && let Err(e) = self.start_next_attempt(ctx)
+        {
+            // Every attempt would fail the same way: the configuration is at fault, not the
+            // target. Say what to fix, and fail now with a general failure.
+            log::warn!("conn {}: outbound socket: {e}", ctx.conn);
+            return reject(summary, self.take_outbox(), Reply::GeneralFailure);
         }
         if self.attempts.is_empty() && self.awaiting == 0 {
             let reply = match (&self.best_error, self.unusable) {
@@ -221,33 +242,32 @@ impl<S: Stream> Connecting<S> {
     }
 
     /// Start the next untried address (skipping those whose connect fails at once: no route,
-    /// no descriptors), and schedule the one after it, unless every slot is busy.
-    fn start_next_attempt<N: Net<Stream = S>>(&mut self, ctx: &mut Ctx<'_, N>) {
+    /// no descriptors), and schedule the one after it, unless every slot is busy. `Err`: the
+    /// socket could not be set up as the egress asks ([`EgressError`]).
+    fn start_next_attempt<N: Net<Stream = S>>(&mut self, ctx: &mut Ctx<'_, N>) -> Result<(), io::Error> {
         self.next_attempt_at = None;
         if self.attempts.len() >= usize::from(UPSTREAM_SLOTS) {
-            return; // the next attempt starts when one of these fails
+            return Ok(()); // the next attempt starts when one of these fails
         }
         while let Some(addr) = self.untried.pop_front() {
             let slot = self.free_slot();
-            match ctx.net.connect(
-                addr,
-                ctx.settings.egress.source_ip(None),
-                ctx.socket_id(Side::Upstream(slot)),
-            ) {
+            match ctx.net.connect(addr, &self.outbound, ctx.socket_id(Side::Upstream(slot))) {
                 Ok(socket) => {
                     log::debug!("conn {}: connecting to {addr} (slot {slot})", ctx.conn);
                     self.attempts.push(Attempt { end: End::new(socket, Readiness::NONE), addr, slot });
                     if !self.untried.is_empty() && self.attempts.len() < usize::from(UPSTREAM_SLOTS) {
                         self.next_attempt_at = Some(ctx.now + ctx.config.connect_attempt_delay);
                     }
-                    return;
+                    return Ok(());
                 }
+                Err(e) if EgressError::of(&e).is_some() => return Err(e),
                 Err(e) => {
                     log::debug!("conn {}: connect to {addr} failed at once: {e}", ctx.conn);
                     self.note_failure(e);
                 }
             }
         }
+        Ok(())
     }
 
     /// A slot no attempt in flight uses, the next one round robin (so a late event for a

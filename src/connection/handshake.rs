@@ -19,10 +19,23 @@ use crate::protocol::{
     encode_method_selection,
 };
 use crate::relay::Outbox;
+use crate::users::User;
+use crate::verifier::{Login, Verdict};
+use zeroize::Zeroize;
 
 use super::policy::{self, Dialect};
 use super::{CloseReason, Ctx, Outcome, Summary, reject, reject_with, request};
 use std::net::SocketAddr;
+
+/// Whether `user`, whose password was right, is refused because the account has expired
+/// (logged: the operator must be able to tell this from a wrong password).
+fn login_expired(user: &User, conn: u64) -> bool {
+    let expired = user.expired_at(std::time::SystemTime::now());
+    if expired {
+        log::info!("conn {conn}: login refused: user '{}' has expired", user.name.escape_debug());
+    }
+    expired
+}
 
 /// Handshake bytes are collected here: larger than the longest greeting (257), auth (513)
 /// or request (262), so a complete message always fits, with room for coalesced early data.
@@ -37,6 +50,9 @@ enum Stage {
     Greeting,
     /// `01 ULEN UNAME PLEN PASSWD` (RFC 1929), after username/password was selected.
     Auth,
+    /// The password's hash is with a verifier thread (`src/verifier/`): the client is not
+    /// read until the verdict comes (`Handshake::on_verdict`); the handshake deadline runs on.
+    Verifying,
     /// `05 CMD 00 ATYP ADDR PORT` (RFC 1928 §4).
     Request,
 }
@@ -48,6 +64,16 @@ pub struct Handshake {
     buf: [u8; HANDSHAKE_BUF],
     len: usize,
     out: Outbox,
+}
+
+impl Drop for Handshake {
+    /// A connection that ends in the middle of an RFC 1929 message (or with a malformed one)
+    /// leaves part of a password in the buffer: wipe it. (A parsed message is wiped at once.)
+    fn drop(&mut self) {
+        if self.stage == Stage::Auth {
+            self.buf[..self.len].zeroize();
+        }
+    }
 }
 
 /// What parsing the bytes so far gave.
@@ -76,6 +102,7 @@ impl Handshake {
             Stage::ProxyHeader => "AwaitProxyHeader",
             Stage::Greeting => "AwaitGreeting",
             Stage::Auth => "AwaitAuth",
+            Stage::Verifying => "VerifyingAuth",
             Stage::Request => "AwaitRequest",
         }
     }
@@ -101,6 +128,14 @@ impl Handshake {
         self.len -= n;
     }
 
+    /// [`Handshake::consume`] a message that held a password, wiping the bytes it leaves
+    /// behind the new end so no copy of the password stays in the buffer.
+    fn consume_secret(&mut self, n: usize) {
+        let end = self.len;
+        self.consume(n);
+        self.buf[self.len..end].zeroize();
+    }
+
     /// Parse what has arrived, read more when a message is incomplete, until the handshake
     /// is over or must wait for the client.
     pub fn drive<N: Net>(
@@ -118,6 +153,9 @@ impl Handshake {
                 }
                 Stage::Greeting => self.on_greeting(client, ctx),
                 Stage::Auth => self.on_auth(client, ctx, summary),
+                // Not reading: the verdict resumes the handshake (bytes the client sent meanwhile
+                // wait in the socket, and its readiness is remembered).
+                Stage::Verifying => return Outcome::Wait,
                 Stage::Request => self.on_request(client, ctx, summary),
             };
             match parsed {
@@ -270,41 +308,76 @@ impl Handshake {
     fn on_auth<N: Net>(
         &mut self,
         client: &mut End<N::Stream>,
-        ctx: &Ctx<'_, N>,
+        ctx: &mut Ctx<'_, N>,
         summary: &mut Summary,
     ) -> Parsed<N> {
-        let (accepted, used) = match protocol::parse_auth_request(self.filled()) {
+        let (login, used) = match protocol::parse_auth_request(self.filled()) {
             Parse::Partial => return Parsed::Partial,
             Parse::Invalid(_) => return Parsed::Finished(Outcome::Close(CloseReason::BadAuthVersion)),
             Parse::Complete(request, used) => {
-                // Hashed secrets are verified off the loop (src/verifier.rs); until that lands
-                // they are refused here.
-                let accepted =
-                    ctx.settings.users.verify_plain(request.username, request.password) == Some(true);
-                if !accepted {
-                    summary.auth_failed = true;
-                    // The user name helps operators; the password is never logged.
-                    log::info!(
-                        "conn {}: authentication failed for user '{}' from {}",
-                        ctx.conn,
-                        String::from_utf8_lossy(request.username).escape_debug(),
-                        summary.client_addr
-                    );
-                } else {
-                    summary.user = ctx.settings.users.get(request.username).cloned();
-                }
-                (accepted, used)
+                // Plaintext and remembered logins are decided now; a hash goes to a verifier
+                // thread. Throttling and the failure log line are the verifier's.
+                let login = ctx.passwords.login(
+                    &ctx.settings.users,
+                    request.username,
+                    request.password,
+                    summary.client_addr,
+                    ctx.key,
+                    ctx.conn,
+                    ctx.now,
+                );
+                (login, used)
             }
         };
-        self.consume(used);
-        if !accepted {
-            let out = std::mem::take(&mut self.out);
-            return Parsed::Finished(reject_with(out, &encode_auth_status(AuthStatus::Failure)));
+        self.consume_secret(used);
+        match login {
+            Login::Done(verdict) => self.settle(verdict, client, ctx.conn, summary),
+            Login::Pending => {
+                self.advance(Stage::Verifying, ctx.conn);
+                Parsed::Finished(Outcome::Wait)
+            }
         }
+    }
+
+    /// A verifier thread answered this connection's login: reply, and go on to the request
+    /// (the caller drives the connection after this) or reject.
+    pub fn on_verdict<N: Net>(
+        &mut self,
+        verdict: Verdict,
+        client: &mut End<N::Stream>,
+        conn: u64,
+        summary: &mut Summary,
+    ) -> Outcome<N> {
+        if self.stage != Stage::Verifying {
+            return Outcome::Wait; // not waiting for one: stale
+        }
+        match self.settle(verdict, client, conn, summary) {
+            Parsed::Finished(outcome) => outcome,
+            Parsed::Advanced | Parsed::Partial => Outcome::Wait,
+        }
+    }
+
+    /// Answer the RFC 1929 sub-negotiation with the login's verdict.
+    fn settle<N: Net>(
+        &mut self,
+        verdict: Verdict,
+        client: &mut End<N::Stream>,
+        conn: u64,
+        summary: &mut Summary,
+    ) -> Parsed<N> {
+        let user = match verdict {
+            Verdict::Accepted(user) if !login_expired(&user, conn) => user,
+            _ => {
+                summary.auth_failed = true;
+                let out = std::mem::take(&mut self.out);
+                return Parsed::Finished(reject_with(out, &encode_auth_status(AuthStatus::Failure)));
+            }
+        };
+        summary.user = Some(user);
         if let Err(reason) = self.reply(client, &encode_auth_status(AuthStatus::Success)) {
             return Parsed::Finished(Outcome::Close(reason));
         }
-        self.advance(Stage::Request, ctx.conn);
+        self.advance(Stage::Request, conn);
         Parsed::Advanced
     }
 

@@ -22,7 +22,8 @@
 //! `conn 7: Connecting -> Relaying` and sets the new phase's deadline.
 //!
 //! The event loop (`server`) feeds a connection readiness ([`Connection::on_ready`]),
-//! resolver answers ([`Connection::on_resolved`]) and deadlines ([`Connection::on_timeout`]),
+//! resolver answers ([`Connection::on_resolved`]), the password verifier's verdicts
+//! ([`Connection::on_verified`]) and deadlines ([`Connection::on_timeout`]),
 //! then calls [`Connection::drive`], which runs phases until one has to wait, and says whether
 //! to keep, revisit or close the connection. Everything a connection needs from the loop
 //! arrives in a [`Ctx`]: the [`Net`] handle that opens registered sockets, the resolver, the
@@ -58,7 +59,9 @@ use crate::resolver::Resolver;
 use crate::settings::Settings;
 use crate::timer::{Deadline, Timers};
 use crate::token::Side;
+use crate::usage::{Held, Usage, UserUsage};
 use crate::users::User;
+use crate::verifier::{Passwords, Verdict};
 
 use bind::BindWaiting;
 pub use close::CloseReason;
@@ -125,6 +128,8 @@ pub struct Ctx<'a, N: Net> {
     pub net: &'a N,
     /// Looks names up (resolver threads, or the in-loop DNS client).
     pub names: &'a mut dyn Lookups,
+    /// Decides logins: plaintext at once, hashes on the verifier threads (`src/verifier/`).
+    pub passwords: &'a mut Passwords,
     pub timers: &'a mut Timers,
     /// Loop-owned buffer for relay reads and datagrams, shared by all connections.
     pub scratch: &'a mut [u8],
@@ -134,6 +139,8 @@ pub struct Ctx<'a, N: Net> {
     pub config: &'a Config,
     /// Users, rules and egress as of this pass (replaced whole by a reload).
     pub settings: &'a Settings,
+    /// Connections per client and per user, over all workers (the caps).
+    pub usage: &'a Arc<Usage>,
     pub now: Instant,
     /// The connection's slab key (its sockets' tokens derive from it).
     pub key: usize,
@@ -172,9 +179,11 @@ impl<N: Net> Ctx<'_, N> {
 struct Summary {
     client_addr: SocketAddr,
     dialect: Dialect,
-    /// The authenticated user (RFC 1929).
     /// The user this client logged in as (RFC 1929); their settings apply to it.
     user: Option<Arc<User>>,
+    /// The connection's place in the per-client and per-user counts, taken at the request and
+    /// given back when the connection is dropped (boxed: most of a relay's life it is cold).
+    held: Option<Box<Held>>,
     command: Option<Command>,
     target: Option<TargetAddr>,
     reply: Option<Reply>,
@@ -284,6 +293,7 @@ impl<N: Net> Connection<N> {
                 client_addr,
                 dialect: Dialect::Socks5,
                 user: None,
+                held: None,
                 command: None,
                 target: None,
                 reply: None,
@@ -321,6 +331,16 @@ impl<N: Net> Connection<N> {
     /// The client's address: the peer's, or the one a load balancer's PROXY header named.
     pub fn client_addr(&self) -> SocketAddr {
         self.summary.client_addr
+    }
+
+    /// The user this connection logged in as, if it did.
+    pub fn user(&self) -> Option<&Arc<User>> {
+        self.summary.user.as_ref()
+    }
+
+    /// The per-user numbers this connection adds to, once its request took a place.
+    pub fn user_usage(&self) -> Option<&UserUsage> {
+        self.summary.held.as_deref().and_then(Held::user)
     }
 
     /// The phase's name (logs, tests).
@@ -399,6 +419,19 @@ impl<N: Net> Connection<N> {
             _ => return, // a late answer (the connect timed out meanwhile)
         };
         if let Outcome::Go(next) = outcome {
+            self.set_phase(next, ctx);
+        }
+    }
+
+    /// The verifier's verdict on this connection's login. The loop drives the connection
+    /// after it.
+    pub fn on_verified(&mut self, ctx: &mut Ctx<'_, N>, verdict: Verdict) {
+        let Phase::Handshake(handshake) = &mut self.phase else {
+            return; // not waiting for one
+        };
+        if let Outcome::Go(next) =
+            handshake.on_verdict(verdict, &mut self.client, ctx.conn, &mut self.summary)
+        {
             self.set_phase(next, ctx);
         }
     }

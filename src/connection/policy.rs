@@ -6,8 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::acl::Rules;
 use crate::config::Config;
+use crate::net::Outbound;
 use crate::protocol::socks4::{self, Socks4Reply};
 use crate::protocol::{Greeting, Method, Reply, encode_reply};
+use crate::settings::Settings;
+use crate::users::{Egress, User};
 
 /// Which protocol the client speaks, so replies take its format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,16 +39,25 @@ pub fn socks4_refusal(config: &Config, auth_required: bool) -> Option<&'static s
     }
 }
 
-/// The addresses a connect may use: those the egress rules allow (checked after resolution,
-/// so a name cannot smuggle a denied address) and, with `--bind-out`, of its family (an IPv4
-/// source cannot reach an IPv6 target). `Err` is the reply when none is left.
+/// Whether `addr` may be reached: by the global rules and, on top of them, the user's own
+/// `allow-dest`/`deny-dest`.
+pub fn destination_allowed(addr: SocketAddr, rules: &Rules, user: Option<&User>) -> bool {
+    rules.destination_allowed(addr) && user.is_none_or(|user| user.allows_dest(addr.ip()))
+}
+
+/// The addresses a connect may use: those the egress rules allow, the global ones and the
+/// user's (checked after resolution, so a name cannot smuggle a denied address) and, with a
+/// source address (`bind-out`), of its family (an IPv4 source cannot reach an IPv6 target).
+/// `Err` is the reply when none is left.
 pub fn usable_destinations(
     mut addrs: Vec<SocketAddr>,
     rules: &Rules,
+    user: Option<&User>,
     bind_out: Option<IpAddr>,
 ) -> Result<Vec<SocketAddr>, Reply> {
-    if rules.restricts_destinations() {
-        addrs.retain(|&addr| rules.destination_allowed(addr));
+    let user_rules = user.filter(|u| !u.allow_dest.is_empty() || !u.deny_dest.is_empty());
+    if rules.restricts_destinations() || user_rules.is_some() {
+        addrs.retain(|&addr| destination_allowed(addr, rules, user_rules));
         if addrs.is_empty() {
             return Err(Reply::NotAllowedByRuleset);
         }
@@ -57,6 +69,28 @@ pub fn usable_destinations(
         }
     }
     Ok(addrs)
+}
+
+/// The egress that applies to a connection: its user's settings over the global ones, part by
+/// part (the global ones alone without a user).
+pub fn egress<'a>(settings: &'a Settings, user: Option<&User>) -> std::borrow::Cow<'a, Egress> {
+    match user {
+        Some(user) if !user.egress.is_default() => {
+            std::borrow::Cow::Owned(settings.egress.overlay(&user.egress))
+        }
+        _ => std::borrow::Cow::Borrowed(&settings.egress),
+    }
+}
+
+/// How a connection's outbound sockets are set up: `egress` resolved, with `bind-out =
+/// "incoming"` read as the address the client reached (`incoming` is asked only then; an
+/// IPv4-mapped address counts as the IPv4 one, which is what a socket can bind).
+pub fn outbound(egress: &Egress, incoming: impl FnOnce() -> Option<IpAddr>) -> Outbound {
+    let from = match egress.bind_out {
+        Some(crate::users::BindOut::Incoming) => incoming().map(crate::acl::canonical),
+        _ => egress.source_ip(None),
+    };
+    Outbound { from, interface: egress.interface.clone(), fwmark: egress.fwmark }
 }
 
 /// Order a target's addresses for Happy Eyeballs (RFC 8305 §4): interleave the families,
@@ -176,13 +210,69 @@ mod tests {
         let v4: SocketAddr = "192.0.2.1:80".parse().unwrap();
         let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
         let open = Rules::default();
-        assert_eq!(usable_destinations(vec![v4, v6], &open, None), Ok(vec![v4, v6]));
+        assert_eq!(usable_destinations(vec![v4, v6], &open, None, None), Ok(vec![v4, v6]));
         let from_v4 = Some("127.0.0.1".parse().unwrap());
-        assert_eq!(usable_destinations(vec![v4, v6], &open, from_v4), Ok(vec![v4]));
-        assert_eq!(usable_destinations(vec![v6], &open, from_v4), Err(Reply::AddressTypeNotSupported));
+        assert_eq!(usable_destinations(vec![v4, v6], &open, None, from_v4), Ok(vec![v4]));
+        assert_eq!(usable_destinations(vec![v6], &open, None, from_v4), Err(Reply::AddressTypeNotSupported));
         let deny = Rules { deny_dest: vec![Cidr::new(v4.ip(), 32).unwrap()], ..Rules::default() };
-        assert_eq!(usable_destinations(vec![v4, v6], &deny, None), Ok(vec![v6]));
-        assert_eq!(usable_destinations(vec![v4], &deny, None), Err(Reply::NotAllowedByRuleset));
+        assert_eq!(usable_destinations(vec![v4, v6], &deny, None, None), Ok(vec![v6]));
+        assert_eq!(usable_destinations(vec![v4], &deny, None, None), Err(Reply::NotAllowedByRuleset));
+    }
+
+    #[test]
+    fn user_rules_apply_on_top_of_the_global_ones() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let (inside, outside, denied) = (a("192.0.2.1:80"), a("198.51.100.1:80"), a("192.0.2.200:80"));
+        let mut user = User::plain("u", b"p");
+        user.allow_dest = vec!["192.0.2.0/24".parse().unwrap()];
+        user.deny_dest = vec!["192.0.2.128/25".parse().unwrap()];
+        let open = Rules::default();
+        let all = vec![inside, outside, denied];
+        assert_eq!(usable_destinations(all.clone(), &open, Some(&user), None), Ok(vec![inside]));
+        assert_eq!(usable_destinations(all.clone(), &open, None, None), Ok(all), "no user, no user rules");
+        assert_eq!(
+            usable_destinations(vec![outside, denied], &open, Some(&user), None),
+            Err(Reply::NotAllowedByRuleset)
+        );
+        // The user's allow-dest narrows; it does not open what the global rules deny.
+        let global = Rules { deny_dest: vec![Cidr::new(inside.ip(), 32).unwrap()], ..Rules::default() };
+        assert_eq!(
+            usable_destinations(vec![inside], &global, Some(&user), None),
+            Err(Reply::NotAllowedByRuleset)
+        );
+        assert!(!destination_allowed(inside, &global, Some(&user)));
+        assert!(destination_allowed(a("[::ffff:192.0.2.1]:80"), &open, Some(&user)), "mapped is IPv4");
+    }
+
+    #[test]
+    fn egress_is_the_users_over_the_global_and_incoming_is_resolved() {
+        use crate::users::BindOut;
+        let settings = Settings {
+            egress: Egress { bind_out: Some(BindOut::Incoming), interface: None, fwmark: Some(3) },
+            ..Settings::default()
+        };
+        let here: IpAddr = "::ffff:127.0.0.7".parse().unwrap();
+        let global = outbound(&egress(&settings, None), || Some(here));
+        assert_eq!(
+            global,
+            Outbound { from: Some("127.0.0.7".parse().unwrap()), interface: None, fwmark: Some(3) }
+        );
+        let mut alice = User::plain("alice", b"p");
+        alice.egress =
+            Egress { bind_out: Some(BindOut::Addr("127.0.0.5".parse().unwrap())), ..Egress::default() };
+        let asked = std::cell::Cell::new(false);
+        let hers = outbound(&egress(&settings, Some(&alice)), || {
+            asked.set(true);
+            Some(here)
+        });
+        assert_eq!(
+            hers,
+            Outbound { from: Some("127.0.0.5".parse().unwrap()), interface: None, fwmark: Some(3) }
+        );
+        assert!(!asked.get(), "the incoming address is only looked up for bind-out = incoming");
+        let plain = User::plain("bob", b"p");
+        assert!(matches!(egress(&settings, Some(&plain)), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(outbound(&Egress::default(), || None), Outbound::default());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::relay::Outbox;
 use crate::resolver::{self, NameCheck};
 use crate::timer::Deadline;
 
+use super::policy;
 use super::{Ctx, Outcome, Phase, Resolution, Summary, bind, connecting, reject, udp};
 
 /// What a request carries from phase to phase until relaying begins: replies queued for the
@@ -43,6 +44,15 @@ pub fn start<N: Net>(
     summary.requested.get_or_insert(ctx.now);
     summary.target = Some(target.clone());
     summary.command = Some(command);
+    // The connection counts for its client and its user from here on (`src/usage.rs`).
+    let client_cap = ctx.settings.max_connections_per_client;
+    match ctx.usage.acquire(summary.client_addr.ip(), client_cap, summary.user.as_deref()) {
+        Ok(held) => summary.held = Some(Box::new(held)),
+        Err(refusal) => {
+            log::info!("conn {}: refused: {refusal}", ctx.conn);
+            return reject(summary, carry.out, Reply::NotAllowedByRuleset);
+        }
+    }
     if command == Command::UdpAssociate {
         return udp::begin(target.port(), carry.out, client, ctx, summary);
     }
@@ -80,13 +90,17 @@ fn serve<N: Net>(
     ctx: &mut Ctx<'_, N>,
     summary: &mut Summary,
 ) -> Outcome<N> {
+    let egress = policy::egress(ctx.settings, summary.user.as_deref());
+    let incoming = || client.socket.local_addr().ok().map(|a| a.ip());
     if command == Command::Bind {
         // Listen where the peer can reach us: toward the first address it may come from.
         let toward = known.ips[0];
-        let local = client.socket.local_addr().ok().map(|a| a.ip());
-        return bind::begin(known.ips, toward, local, carry, ctx, summary);
+        let local = incoming().map(crate::acl::canonical);
+        let from = policy::outbound(&egress, || local).from;
+        return bind::begin(known.ips, toward, from, local, carry, ctx, summary);
     }
-    connecting::begin(known, carry, ctx, summary)
+    let outbound = policy::outbound(&egress, incoming);
+    connecting::begin(known, carry, outbound, ctx, summary)
 }
 
 /// One address family's answer, as far as it has come.

@@ -42,10 +42,12 @@ fn domain_request(cmd: u8, host: &str, port: u16) -> Vec<u8> {
 struct Rig {
     net: SimNet,
     resolver: Resolver,
+    passwords: crate::verifier::Passwords,
     timers: Timers,
     scratch: Vec<u8>,
     config: Config,
     settings: Settings,
+    usage: Arc<Usage>,
     conn: Connection<SimNet>,
     client: Script,
     last: Step,
@@ -69,10 +71,15 @@ impl Rig {
         Rig {
             net: SimNet::new(),
             resolver: Resolver::detached(),
+            passwords: crate::verifier::Passwords::new(
+                std::sync::Arc::new(crate::verifier::Verifier::new(1).unwrap()),
+                None,
+            ),
             timers: Timers::default(),
             scratch: vec![0; 64 * 1024 + HEADER_ROOM],
             config,
             settings,
+            usage: Arc::default(),
             conn,
             client,
             last: Step::Wait,
@@ -89,12 +96,14 @@ impl Rig {
         let mut ctx = Ctx {
             net: &self.net,
             names: &mut self.resolver,
+            passwords: &mut self.passwords,
             timers: &mut self.timers,
             scratch: &mut self.scratch,
             #[cfg(target_os = "linux")]
             pipes: None,
             config: &self.config,
             settings: &self.settings,
+            usage: &self.usage,
             now: self.now,
             key: 3,
             conn: 7,
@@ -135,6 +144,40 @@ impl Rig {
 
     fn phase(&self) -> &'static str {
         self.conn.phase_name()
+    }
+
+    /// A rig whose one user, "h", has an argon2id hash of "pw" (cheap parameters).
+    fn hashed_user() -> Rig {
+        Rig::hashed_user_expiring(None)
+    }
+
+    /// [`Rig::hashed_user`], the account expiring at `expires`.
+    fn hashed_user_expiring(expires: Option<std::time::SystemTime>) -> Rig {
+        let params = crate::verifier::params(8, 1, 1).unwrap();
+        let mut user = crate::users::User::plain("h", b"");
+        user.secret =
+            crate::users::Secret::Argon2id(crate::verifier::hash_password_with(b"pw", params).unwrap());
+        user.expires = expires;
+        Rig::with(|c| c.users.add(user).unwrap())
+    }
+
+    /// Wait (at most 10 s) for the verifier thread's verdict and hand it over as the loop
+    /// does: then the connection is driven.
+    fn verdict(&mut self) -> &Step {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let (waiter, verdict) = loop {
+            if let Some(answer) = self.passwords.next_verdict(self.now) {
+                break answer;
+            }
+            assert!(Instant::now() < deadline, "no verdict in 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!((waiter.key, waiter.conn), (3, 7), "the verdict names the connection");
+        self.last = self.with_ctx(|conn, ctx| {
+            conn.on_verified(ctx, verdict);
+            conn.drive(ctx)
+        });
+        &self.last
     }
 
     /// What the client received since the last call.
@@ -255,6 +298,67 @@ fn username_password_success_and_failure() {
         assert_eq!(rig.phase(), phase);
         assert_eq!(rig.client_got(), [1, status]);
     }
+}
+
+#[test]
+fn a_hashed_password_waits_for_the_verifier_without_reading_the_client() {
+    let mut rig = Rig::hashed_user();
+    rig.client_sends(&[5, 1, 2]);
+    assert_eq!(rig.client_got(), [5, 2]);
+    // The sub-negotiation and the request in one segment.
+    let mut bytes = vec![1, 1, b'h', 2, b'p', b'w'];
+    bytes.extend_from_slice(&connect_request(TARGET));
+    assert_eq!(rig.client_sends(&bytes), &Step::Wait);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    assert_eq!(rig.client_got(), [], "no answer before the verdict");
+    // More bytes meanwhile are left in the socket; the connection waits.
+    assert_eq!(rig.client_sends(b"early"), &Step::Wait);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    // The verdict answers the sub-negotiation, and the buffered request goes on at once.
+    assert_eq!(rig.verdict(), &Step::Wait);
+    assert_eq!(rig.client_got(), [1, 0]);
+    assert_eq!(rig.phase(), "Connecting");
+}
+
+#[test]
+fn a_wrong_hashed_password_is_rejected_after_the_verdict() {
+    let mut rig = Rig::hashed_user();
+    rig.client_sends(&[5, 1, 2]);
+    rig.client_got();
+    rig.client_sends(&[1, 1, b'h', 3, b'b', b'a', b'd']);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    rig.verdict();
+    assert_eq!(rig.phase(), "Rejecting");
+    assert_eq!(rig.client_got(), [1, 1]);
+}
+
+#[test]
+fn an_expired_user_with_the_right_hashed_password_is_refused_after_the_verdict() {
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let mut rig = Rig::hashed_user_expiring(Some(past));
+    rig.client_sends(&[5, 1, 2]);
+    rig.client_got();
+    rig.client_sends(&[1, 1, b'h', 2, b'p', b'w']);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    rig.verdict();
+    assert_eq!(rig.phase(), "Rejecting");
+    assert_eq!(rig.client_got(), [1, 1]);
+}
+
+#[test]
+fn the_handshake_deadline_applies_while_verifying_and_a_late_verdict_is_ignored() {
+    let mut rig = Rig::hashed_user();
+    rig.client_sends(&[5, 1, 2]);
+    rig.client_got();
+    rig.client_sends(&[1, 1, b'h', 2, b'p', b'w']);
+    assert_eq!(rig.phase(), "VerifyingAuth");
+    assert_eq!(rig.timeout(), &Step::Close(CloseReason::HandshakeTimeout));
+    rig.conn.mark_closed();
+    // The answer still comes (the loop would drop it for a stale id); a closed connection
+    // ignores it.
+    rig.verdict();
+    assert_eq!(rig.phase(), "Closed");
+    assert_eq!(rig.client_got(), []);
 }
 
 #[test]
@@ -814,10 +918,184 @@ fn udp_ports_confine_the_client_side_and_a_full_range_is_01() {
     let mut rig = Rig::with(|c| c.udp_ports = Some((40_000, 40_001)));
     for port in [40_000, 40_001] {
         let at = crate::net::DatagramBind::At(SocketAddr::new(CLIENT.ip(), port));
-        rig.net.bind_datagram(at, SocketId { key: 9, side: Side::Aux }).unwrap();
+        rig.net
+            .bind_datagram(at, &crate::net::Outbound::default(), SocketId { key: 9, side: Side::Aux })
+            .unwrap();
     }
     associate(&mut rig);
     assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 1));
+}
+
+// ---- Per-user policy: egress, destination rules, caps, expiry ------------------------
+
+/// A rig whose client logged in as `user` (the only user), with `tweak` applied to the config.
+fn logged_in(user: crate::users::User, tweak: impl FnOnce(&mut Config)) -> Rig {
+    let (name, password) = match &user.secret {
+        crate::users::Secret::Plain(p) => (user.name.clone(), p.clone()),
+        crate::users::Secret::Argon2id(_) => unreachable!("plain users only here"),
+    };
+    let mut rig = Rig::with(|c| {
+        c.users.add(user).unwrap();
+        tweak(c);
+    });
+    rig.client_sends(&[5, 1, 2]);
+    assert_eq!(rig.client_got(), [5, 2]);
+    let mut auth = vec![1, name.len() as u8];
+    auth.extend_from_slice(name.as_bytes());
+    auth.push(password.len() as u8);
+    auth.extend_from_slice(&password);
+    rig.client_sends(&auth);
+    rig
+}
+
+fn alice() -> crate::users::User {
+    crate::users::User::plain("alice", b"wonderland")
+}
+
+#[test]
+fn a_users_egress_overlays_the_global_one_on_every_attempt() {
+    use crate::net::Outbound;
+    use crate::users::{BindOut, Egress};
+    let mut user = alice();
+    user.egress = Egress { bind_out: Some(BindOut::Addr("127.0.0.5".parse().unwrap())), ..Egress::default() };
+    let mut rig = logged_in(user, |c| c.fwmark = Some(3));
+    assert_eq!(rig.client_got(), [1, 0]);
+    rig.client_sends(&domain_request(1, "example.test", 80));
+    rig.resolve(Ok(vec![V6_TARGET, TARGET]));
+    assert_eq!(targets(&rig), [TARGET], "an IPv4 source filters the IPv6 address out");
+    let expected = Outbound { from: Some("127.0.0.5".parse().unwrap()), interface: None, fwmark: Some(3) };
+    assert_eq!(rig.net.outbounds(), [expected]);
+    rig.finish_connect(true);
+    let reply = rig.client_got();
+    assert_eq!(reply[..8], [5, 0, 0, 1, 127, 0, 0, 5], "BND.ADDR is the egress address");
+
+    // Without a user, the global egress alone.
+    let mut rig = Rig::with(|c| c.fwmark = Some(3));
+    rig.client_sends(&[5, 1, 0]);
+    rig.client_sends(&connect_request(TARGET));
+    assert_eq!(rig.net.outbounds(), [Outbound { fwmark: Some(3), ..Outbound::default() }]);
+}
+
+#[test]
+fn incoming_leaves_from_the_address_the_client_reached() {
+    let mut rig = Rig::with(|c| c.bind_out = Some(crate::users::BindOut::Incoming));
+    rig.client.set_local_addr("[::ffff:127.0.0.7]:1080".parse().unwrap());
+    rig.client_sends(&[5, 1, 0]);
+    rig.client_sends(&connect_request(TARGET));
+    assert_eq!(rig.net.outbounds()[0].from, Some("127.0.0.7".parse().unwrap()), "as IPv4, not mapped");
+
+    // A BIND listens there too.
+    let mut rig = Rig::with(|c| c.bind_out = Some(crate::users::BindOut::Incoming));
+    rig.client.set_local_addr("127.0.0.8:1080".parse().unwrap());
+    rig.client_sends(&[5, 1, 0]);
+    rig.client_sends(&[&[5, 2, 0][..], &addr_bytes(TARGET)].concat());
+    assert_eq!(rig.net.listeners()[0].1.addr().ip(), "127.0.0.8".parse::<IpAddr>().unwrap());
+}
+
+#[test]
+fn an_egress_setup_failure_is_a_general_failure_not_a_refusal() {
+    let mut rig = Rig::with(|c| c.fwmark = Some(1));
+    rig.client_sends(&[5, 1, 0]);
+    rig.client_got();
+    // EPERM would read as "not allowed by ruleset" (02) if it came from connect itself.
+    rig.net.plan_connect(ConnectPlan::EgressFails(libc::EPERM));
+    rig.client_sends(&connect_request(TARGET));
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 1));
+    assert!(rig.net.connects().is_empty());
+}
+
+#[test]
+fn a_users_destination_rules_apply_on_top_of_the_global_ones() {
+    let mut user = alice();
+    user.deny_dest = vec![Cidr::new(TARGET.ip(), 32).unwrap()];
+    let mut rig = logged_in(user, |_| {});
+    rig.client_got();
+    rig.client_sends(&connect_request(TARGET));
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 2));
+    assert!(rig.net.connects().is_empty(), "a denied address is never connected to");
+}
+
+#[test]
+fn caps_refuse_the_request_with_02_or_5b_and_places_come_back() {
+    // The client already holds its one place (on another worker, say).
+    let mut rig = Rig::with(|c| c.max_connections_per_client = Some(1));
+    let other = rig.usage.acquire(CLIENT.ip(), Some(1), None).unwrap();
+    rig.client_sends(&[5, 1, 0]);
+    rig.client_got();
+    rig.client_sends(&connect_request(TARGET));
+    assert_eq!((rig.phase(), rig.client_got()[1]), ("Rejecting", 2));
+    assert!(rig.net.connects().is_empty());
+
+    let mut rig4 = Rig::with(|c| c.max_connections_per_client = Some(1));
+    rig4.usage = Arc::clone(&rig.usage);
+    rig4.client_sends(&[4, 1, 0, 80, 192, 0, 2, 7, b'u', 0]);
+    assert_eq!((rig4.phase(), rig4.client_got()), ("Rejecting", vec![0, 0x5b, 0, 0, 0, 0, 0, 0]));
+    drop(other);
+
+    // Per user: alice may have one connection.
+    let mut user = alice();
+    user.max_connections = Some(1);
+    let mut first = logged_in(user.clone(), |_| {});
+    first.client_got();
+    first.client_sends(&connect_request(TARGET));
+    assert_eq!(first.phase(), "Connecting");
+    assert_eq!(first.usage.users()[0].open, 1);
+    let mut second = logged_in(user, |_| {});
+    second.usage = Arc::clone(&first.usage);
+    second.client_got();
+    second.client_sends(&connect_request(TARGET));
+    assert_eq!((second.phase(), second.client_got()[1]), ("Rejecting", 2));
+    // The place is given back when the connection goes, whatever ended it.
+    first.conn = Connection::new(Script::default().stream(), CLIENT, 8, first.now);
+    assert_eq!(first.usage.users()[0].open, 0);
+    assert_eq!(first.usage.client_connections(CLIENT.ip()), 0);
+}
+
+#[test]
+fn an_expired_user_is_refused_at_login() {
+    let mut user = alice();
+    user.expires = Some(std::time::SystemTime::now() - std::time::Duration::from_secs(1));
+    let rig = logged_in(user, |_| {});
+    assert_eq!((rig.phase(), rig.client_got()), ("Rejecting", vec![1, 1]));
+    assert!(rig.conn.user().is_none());
+
+    let mut user = alice();
+    user.expires = Some(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    let rig = logged_in(user, |_| {});
+    assert_eq!((rig.phase(), rig.client_got()), ("AwaitRequest", vec![1, 0]));
+    assert_eq!(rig.conn.user().map(|u| u.name.as_str()), Some("alice"));
+}
+
+#[test]
+fn a_udp_association_takes_the_users_egress_and_rules() {
+    use crate::users::{BindOut, Egress};
+    let mut user = alice();
+    user.egress = Egress {
+        bind_out: Some(BindOut::Addr("127.0.0.6".parse().unwrap())),
+        interface: Some("lo".into()),
+        fwmark: None,
+    };
+    user.deny_dest = vec![Cidr::new(TARGET.ip(), 32).unwrap()];
+    let mut rig = logged_in(user, |_| {});
+    rig.client_got();
+    rig.client_sends(&[5, 3, 0, 1, 0, 0, 0, 0, 0x13, 0x88]);
+    assert_eq!(rig.phase(), "UdpAssociated");
+    let sockets = rig.net.datagrams();
+    let (client_side, upstream_side) = (&sockets[0].1, &sockets[1].1);
+    assert_eq!(upstream_side.addr().ip(), "127.0.0.6".parse::<IpAddr>().unwrap());
+    assert_eq!(rig.net.outbounds().len(), 1, "the target side only");
+    assert_eq!(rig.net.outbounds()[0].interface.as_deref(), Some("lo"));
+    let allowed: SocketAddr = "192.0.2.8:53".parse().unwrap();
+    for target in [TARGET, allowed] {
+        let mut datagram = Vec::new();
+        encode_udp_header(target, &mut datagram);
+        datagram.extend_from_slice(b"q");
+        client_side.deliver(&datagram, SocketAddr::new(CLIENT.ip(), 5000));
+    }
+    rig.conn.on_ready(Side::Aux, Readiness::READABLE);
+    rig.drive();
+    let sent = upstream_side.take_sent();
+    assert_eq!(sent.iter().map(|(_, to)| *to).collect::<Vec<_>>(), [allowed], "the denied one is dropped");
 }
 
 // ---- Rejecting -------------------------------------------------------------------------
@@ -856,8 +1134,10 @@ fn a_reply_the_client_cannot_take_yet_waits_and_is_delivered_in_order() {
 
 #[test]
 fn an_idle_relay_is_small() {
-    // What a relaying connection costs in the slab (docs/architecture.md quotes it): 416
-    // bytes, of which 80 are the report's (user, command, connected and local addresses).
+    // What a relaying connection costs in the slab (docs/architecture.md quotes it): 456
+    // bytes, of which 208 are the summary's (the report's user, command, addresses and
+    // instants, and the connection's place in the caps, boxed) and 8 the pointer to a
+    // rate-limited relay's throttle.
     let size = std::mem::size_of::<Connection<mio::Registry>>();
-    assert!(size <= 448, "Connection<Registry> is {size} bytes");
+    assert!(size <= 456, "Connection<Registry> is {size} bytes");
 }

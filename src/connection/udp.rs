@@ -20,17 +20,19 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::acl::{self, Rules};
-use crate::net::{Datagram, DatagramBind, End, Net, ReadOutcome, Readiness};
+use crate::net::{Datagram, DatagramBind, End, Net, Outbound, ReadOutcome, Readiness};
 use crate::protocol::{Reply, TargetAddr, encode_udp_header, parse_udp_header};
 use crate::relay::Outbox;
 use crate::resolver::{self, NameCheck};
 use crate::timer::Deadline;
 use crate::token::Side;
+use crate::users::User;
 
-use super::policy::command_reply;
+use super::policy::{self, command_reply};
 use super::{CloseReason, Ctx, Lookups, Outcome, Phase, Resolution, Summary, reject};
 
 /// Room kept in front of a received datagram for the header added on the way to the client
@@ -82,6 +84,8 @@ pub struct UdpAssociated<D> {
     stats: UdpStats,
     /// The reply (and any earlier handshake reply) not yet written to the client.
     out: Outbox,
+    /// The user whose destination rules apply on top of the global ones.
+    user: Option<Arc<User>>,
 }
 
 /// Most ports of a `--udp-ports` range one association tries before giving up (reply 01):
@@ -94,7 +98,7 @@ const PORT_TRIES: usize = 1024;
 fn bind_client_side<N: Net>(ip: IpAddr, ctx: &Ctx<'_, N>) -> io::Result<N::Datagram> {
     let id = ctx.socket_id(Side::Aux);
     let Some((low, high)) = ctx.config.udp_ports else {
-        return ctx.net.bind_datagram(DatagramBind::At(SocketAddr::new(ip, 0)), id);
+        return ctx.net.bind_datagram(DatagramBind::At(SocketAddr::new(ip, 0)), &Outbound::default(), id);
     };
     let span = usize::from(high - low) + 1;
     // Start somewhere different for each connection, so a busy range is not scanned from its
@@ -102,7 +106,7 @@ fn bind_client_side<N: Net>(ip: IpAddr, ctx: &Ctx<'_, N>) -> io::Result<N::Datag
     let start = (ctx.conn as usize) % span;
     for i in 0..span.min(PORT_TRIES) {
         let port = low + ((start + i) % span) as u16;
-        match ctx.net.bind_datagram(DatagramBind::At(SocketAddr::new(ip, port)), id) {
+        match ctx.net.bind_datagram(DatagramBind::At(SocketAddr::new(ip, port)), &Outbound::default(), id) {
             Ok(socket) => return Ok(socket),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(e),
@@ -146,15 +150,15 @@ pub fn begin<N: Net>(
             return reject(summary, out, Reply::GeneralFailure);
         }
     };
-    // The client side listens where the client reached us; the upstream side leaves from
-    // `--bind-out`, or from anywhere, dual-stack.
-    let upstream_at = ctx
-        .settings
-        .egress
-        .source_ip(Some(local.ip()))
-        .map_or(DatagramBind::DualStack, |ip| DatagramBind::At(SocketAddr::new(ip, 0)));
+    // The client side listens where the client reached us; the upstream side leaves as the
+    // connection's egress says (source address, interface, mark), or from anywhere, dual-stack.
+    let egress = policy::egress(ctx.settings, summary.user.as_deref());
+    let outbound = policy::outbound(&egress, || Some(local.ip()));
+    let upstream_at =
+        outbound.from.map_or(DatagramBind::DualStack, |ip| DatagramBind::At(SocketAddr::new(ip, 0)));
     let opened = bind_client_side(local.ip(), ctx).and_then(|client_side| {
-        let upstream_side = ctx.net.bind_datagram(upstream_at, ctx.socket_id(Side::Upstream(0)))?;
+        let upstream_side =
+            ctx.net.bind_datagram(upstream_at, &outbound, ctx.socket_id(Side::Upstream(0)))?;
         Ok((client_side, upstream_side))
     });
     let (client_side, upstream_side) = match opened {
@@ -180,6 +184,7 @@ pub fn begin<N: Net>(
         header: Vec::with_capacity(HEADER_ROOM),
         stats: UdpStats::default(),
         out,
+        user: summary.user.clone(),
     })))
 }
 
@@ -369,7 +374,7 @@ impl<D: Datagram> UdpAssociated<D> {
     }
 
     fn send_to_target(&mut self, payload: &[u8], addr: SocketAddr, rules: &Rules) {
-        if !rules.destination_allowed(addr) {
+        if !policy::destination_allowed(addr, rules, self.user.as_deref()) {
             self.stats.dropped_denied += 1;
             return;
         }
@@ -426,7 +431,7 @@ impl<D: Datagram> UdpAssociated<D> {
         ips.iter()
             .map(|&ip| SocketAddr::new(ip, port))
             .filter(|addr| !v4_only || addr.is_ipv4())
-            .find(|&addr| rules.destination_allowed(addr))
+            .find(|&addr| policy::destination_allowed(addr, rules, self.user.as_deref()))
     }
 
     fn send_payload(&mut self, payload: &[u8], addr: SocketAddr) {

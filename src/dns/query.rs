@@ -134,7 +134,7 @@ impl Query {
         let mut out = Vec::with_capacity(2 + bytes.len());
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&bytes);
-        let mut stream = connect::start(self.server, None)?;
+        let mut stream = connect::start(self.server, &crate::net::Outbound::default())?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         self.transport =
             Some(Transport::Tcp(Tcp { stream, connected: false, out, written: 0, input: Vec::new() }));

@@ -44,6 +44,7 @@ use std::time::Duration;
 use crate::connection::{CloseReason, Tally};
 use crate::dns::{DnsError, DnsStats};
 use crate::protocol::{Command, Reply};
+use crate::usage::Usage;
 
 use self::exposition::{Exposition, Kind};
 use self::process::ProcessStats;
@@ -254,11 +255,19 @@ pub struct Registry {
     workers: Vec<Arc<WorkerMetrics>>,
     /// The in-loop DNS client runs (`--nameserver`): its families are written.
     in_loop_dns: bool,
+    /// The per-user numbers (shared by every worker; counted there, not here).
+    usage: Option<Arc<Usage>>,
 }
 
 impl Registry {
     pub fn new(workers: usize, in_loop_dns: bool) -> Registry {
-        Registry { workers: (0..workers.max(1)).map(|_| Arc::default()).collect(), in_loop_dns }
+        Registry { workers: (0..workers.max(1)).map(|_| Arc::default()).collect(), in_loop_dns, usage: None }
+    }
+
+    /// Also expose the per-user families from `usage`.
+    pub fn with_usage(mut self, usage: Arc<Usage>) -> Registry {
+        self.usage = Some(usage);
+        self
     }
 
     /// Worker `index`'s counters, for that worker to write.
@@ -276,6 +285,7 @@ impl Registry {
         let mut e = Exposition::new();
         self.write_connections(&mut e);
         self.write_relay(&mut e);
+        self.write_users(&mut e);
         self.write_dns(&mut e);
         ProcessStats::read().write(&mut e);
         e.finish()
@@ -392,6 +402,44 @@ impl Registry {
                 &[("direction", direction)],
                 self.sum(|w| &w.udp_datagrams[i]),
             );
+        }
+    }
+
+    /// One series per user seen since the start (auth users only; a user removed by a reload
+    /// keeps its last values until the process restarts).
+    fn write_users(&self, e: &mut Exposition) {
+        let Some(usage) = &self.usage else { return };
+        let users = usage.users();
+        e.family(
+            "socksloop_user_connections_total",
+            Kind::Counter,
+            "Requests of each user that were served (not refused by a connection cap).",
+        );
+        for u in &users {
+            e.sample("socksloop_user_connections_total", &[("user", &u.name)], u.connections);
+        }
+        e.family(
+            "socksloop_user_connections_active",
+            Kind::Gauge,
+            "Each user's connections open now (past their request), over all workers.",
+        );
+        for u in &users {
+            e.sample("socksloop_user_connections_active", &[("user", &u.name)], u.open as u64);
+        }
+        e.family(
+            "socksloop_user_relay_bytes_total",
+            Kind::Counter,
+            "Payload bytes relayed for each user (CONNECT and BIND), as they are delivered: up to \
+             the target, down to the client.",
+        );
+        for u in &users {
+            for (direction, bytes) in [("up", u.bytes_up), ("down", u.bytes_down)] {
+                e.sample(
+                    "socksloop_user_relay_bytes_total",
+                    &[("user", &u.name), ("direction", direction)],
+                    bytes,
+                );
+            }
         }
     }
 

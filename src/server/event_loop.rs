@@ -2,12 +2,13 @@
 //!
 //! One pass of the loop reads like a list:
 //!
-//! 1. `poll` until an event, or until the next deadline (zero when work is left over);
+//! 1. `poll` until an event, or until the next deadline (zero when work is left over); after a
+//!    reload, take the new settings and end the connections of revoked users;
 //! 2. dispatch each event: accept on listeners, drive the connection a token names;
 //! 3. drive connections that ran out of their fairness budget last time;
-//! 4. fire due deadlines (connections', the DNS client's, scrapes') and wake-ups (rate-limited
-//!    relays whose grant is due);
-//! 5. hand resolver answers to their connections;
+//! 4. fire due deadlines (connections', the DNS client's, scrapes', a user's expiry) and
+//!    wake-ups (rate-limited relays whose grant is due);
+//! 5. hand resolver answers and password verdicts to their connections;
 //! 6. remove connections that closed during this pass;
 //! 7. resume accepting if it was paused and there is room again;
 //! 8. with `--metrics`, set this loop's gauges (open connections, the DNS client's counters).
@@ -21,6 +22,7 @@
 //! between connections (the registry, the resolver, the timers, the scratch buffer, the pipe
 //! pool) and lends it to one connection at a time through a [`Ctx`].
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,14 @@ use crate::resolver::Resolver;
 use crate::settings::{Settings, SettingsStore};
 use crate::timer::Timers;
 use crate::token::{self, Side, Target};
+use crate::usage::Usage;
+use crate::users::{self, Revoked, Users};
+use crate::verifier::Passwords;
+
+/// While some user has an expiry ahead, the loop looks at the clock at least this often, so an
+/// account that expires while connected is closed at most this late (and a wall clock set
+/// forward is noticed this soon).
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The in-loop DNS client as a connection's [`Lookups`]: its sockets need the registry.
 struct InLoopNames<'a> {
@@ -80,6 +90,8 @@ pub struct EventLoop {
     resolver: Resolver,
     /// The in-loop DNS client (with `--nameserver`).
     dns: Option<DnsClient>,
+    /// Logins: this loop's side of the password verifier threads.
+    passwords: Passwords,
     /// The relay's copy buffer, shared by every connection of this loop. Allocated when the
     /// first connection is driven: `calloc` zeroes (touches) it, and a proxy nobody has used
     /// yet should not carry those pages in its RSS.
@@ -93,6 +105,12 @@ pub struct EventLoop {
     /// The settings this loop uses now, and the generation they are.
     settings: Arc<Settings>,
     settings_generation: u64,
+    /// Connections per client and per user, shared by every loop.
+    usage: Arc<Usage>,
+    /// The earliest `expires` still ahead among the current users, and when the loop next
+    /// looks at the clock for it (`None`: no user expires).
+    next_expiry: Option<SystemTime>,
+    expiry_check_at: Option<Instant>,
     /// Keys closed during this pass, removed at its end.
     closing: Vec<usize>,
     /// Keys whose fairness budget ran out: drive again without waiting for an event.
@@ -122,6 +140,7 @@ impl EventLoop {
         let acceptor = Acceptor::new(listeners, poll.registry(), config.tcp_keepalive)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let resolver = Resolver::new(config.resolver_threads, Arc::clone(&waker));
+        let passwords = Passwords::new(Arc::clone(&shared.verifier), Some(Arc::clone(&waker)));
         let dns = if config.in_loop_dns() {
             Some(DnsClient::new(DnsConfig::new(config.nameservers.clone()))?)
         } else {
@@ -150,6 +169,7 @@ impl EventLoop {
             timers: Timers::default(),
             resolver,
             dns,
+            passwords,
             scratch: Box::default(),
             #[cfg(target_os = "linux")]
             pipes,
@@ -157,6 +177,9 @@ impl EventLoop {
             settings: shared.settings.current(),
             settings_generation: shared.settings.generation(),
             settings_store: shared.settings,
+            usage: shared.usage,
+            next_expiry: None,
+            expiry_check_at: None,
             closing: Vec::new(),
             ready_again: Vec::new(),
             control: shared.control,
@@ -181,6 +204,7 @@ impl EventLoop {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         log::debug!("event loop {} running; at most {} connections", self.index, self.max_connections);
+        self.schedule_expiry_check(SystemTime::now());
         while !self.control.stop.load(Ordering::SeqCst) {
             if self.control.drain.load(Ordering::SeqCst) && self.drain_deadline.is_none() {
                 self.begin_drain();
@@ -205,6 +229,7 @@ impl EventLoop {
             self.drive_ready_again();
             self.fire_timers();
             self.fire_wakes();
+            self.check_expiries();
             self.fire_dns_timers();
             self.fire_scrape_timers();
             self.deliver_answers();
@@ -218,8 +243,9 @@ impl EventLoop {
         Ok(())
     }
 
-    /// After a reload (SIGHUP), use the new settings from this pass on. The connections of
-    /// users the new settings revoke are ended by `end_revoked` (#13).
+    /// After a reload (SIGHUP), use the new settings from this pass on, and end (now, in this
+    /// pass) the connections of users the new settings revoke: removed, expired, or with a new
+    /// password ([`users::revocation`]). Other changes apply to new connections only.
     fn take_reloaded_settings(&mut self) {
         let generation = self.settings_store.generation();
         if generation == self.settings_generation {
@@ -228,6 +254,63 @@ impl EventLoop {
         self.settings_generation = generation;
         self.settings = self.settings_store.current();
         log::debug!("event loop {}: settings reloaded (generation {generation})", self.index);
+        let now = SystemTime::now();
+        self.end_revoked(now);
+        self.schedule_expiry_check(now);
+    }
+
+    /// A user's expiry may have come: end their connections, and look again later.
+    fn check_expiries(&mut self) {
+        if self.expiry_check_at.is_none_or(|at| self.now < at) {
+            return;
+        }
+        let now = SystemTime::now();
+        if self.next_expiry.is_some_and(|at| now >= at) {
+            self.end_revoked(now);
+        }
+        self.schedule_expiry_check(now);
+    }
+
+    /// When to look at the clock next: at the earliest expiry ahead, but at least every
+    /// [`EXPIRY_CHECK_EVERY`] (the wall clock may be set meanwhile); never when no user
+    /// expires.
+    fn schedule_expiry_check(&mut self, now: SystemTime) {
+        self.next_expiry = next_expiry(&self.settings.users, now);
+        self.expiry_check_at = self.next_expiry.map(|at| {
+            let left = at.duration_since(now).unwrap_or_default();
+            Instant::now() + left.min(EXPIRY_CHECK_EVERY)
+        });
+    }
+
+    /// Close every open connection whose user the current settings revoke at `now`, each with a
+    /// typed reason and its access-log line; one log line per user says how many and why.
+    fn end_revoked(&mut self, now: SystemTime) {
+        if !self.settings.auth_required() {
+            return;
+        }
+        let users = &self.settings.users;
+        let revoked: Vec<(usize, String, Revoked)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| !conn.is_closed())
+            .filter_map(|(key, conn)| {
+                let user = conn.user()?;
+                users::revocation(user, users, now).map(|why| (key, user.name.clone(), why))
+            })
+            .collect();
+        let mut ended: BTreeMap<(String, Revoked), usize> = BTreeMap::new();
+        for (key, name, why) in revoked {
+            self.with_conn(key, |_, _| Step::Close(connection::CloseReason::of_revocation(why)));
+            *ended.entry((name, why)).or_default() += 1;
+        }
+        for ((name, why), count) in ended {
+            log::info!(
+                "user '{}' revoked ({}): closed {count} open connection{}",
+                name.escape_debug(),
+                why.as_str(),
+                if count == 1 { "" } else { "s" }
+            );
+        }
     }
 
     /// Close the listeners (new clients are refused by the kernel from now on) and give the
@@ -255,11 +338,19 @@ impl EventLoop {
         let dns = self.dns.as_ref().and_then(DnsClient::next_deadline);
         let wake = self.wake_every.map(|every| now + every);
         let scrapes = self.endpoint.as_ref().and_then(Endpoint::next_deadline);
-        [self.timers.next_deadline(), self.acceptor.retry_at(), self.drain_deadline, dns, wake, scrapes]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+        [
+            self.timers.next_deadline(),
+            self.acceptor.retry_at(),
+            self.drain_deadline,
+            dns,
+            wake,
+            scrapes,
+            self.expiry_check_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
     }
 
     fn dispatch(&mut self, event: &mio::event::Event) {
@@ -294,8 +385,21 @@ impl EventLoop {
         key: usize,
         f: impl FnOnce(&mut Connection<Registry>, &mut Ctx<'_, Registry>) -> Step,
     ) {
-        let EventLoop { poll, conns, timers, resolver, dns, scratch, config, settings, now, metrics, .. } =
-            self;
+        let EventLoop {
+            poll,
+            conns,
+            timers,
+            resolver,
+            dns,
+            passwords,
+            scratch,
+            config,
+            settings,
+            usage,
+            now,
+            metrics,
+            ..
+        } = self;
         let Some(conn) = conns.get_mut(key) else { return };
         if conn.is_closed() {
             return;
@@ -314,12 +418,14 @@ impl EventLoop {
         let mut ctx = Ctx {
             net: poll.registry(),
             names,
+            passwords,
             timers,
             scratch,
             #[cfg(target_os = "linux")]
             pipes: self.pipes.as_mut(),
             config,
             settings,
+            usage,
             now: *now,
             key,
             conn: conn.id,
@@ -328,7 +434,14 @@ impl EventLoop {
         let before = metrics.as_ref().map(|_| conn.tally());
         let step = f(conn, &mut ctx);
         if let (Some(metrics), Some(before)) = (metrics.as_deref(), before) {
-            metrics.on_progress(&before, &conn.tally());
+            let after = conn.tally();
+            metrics.on_progress(&before, &after);
+            if let Some(user) = conn.user_usage() {
+                user.add_bytes(
+                    after.bytes_up.saturating_sub(before.bytes_up),
+                    after.bytes_down.saturating_sub(before.bytes_down),
+                );
+            }
         }
         match step {
             Step::Wait => {}
@@ -407,7 +520,8 @@ impl EventLoop {
         }
     }
 
-    /// Hand the resolver threads' and the DNS client's answers to their connections.
+    /// Hand the resolver threads' and the DNS client's answers, and the password verifier's
+    /// verdicts, to their connections.
     fn deliver_answers(&mut self) {
         while let Some(answer) = self.resolver.try_answer() {
             if let Some(metrics) = &self.metrics {
@@ -421,6 +535,16 @@ impl EventLoop {
             }
             let Waiter { key, conn } = answer.waiter;
             self.deliver(key, conn, &answer.name, Resolution::Family(answer.family, answer.result));
+        }
+        while let Some((waiter, verdict)) = self.passwords.next_verdict(self.now) {
+            match self.conns.get(waiter.key) {
+                Some(conn) if conn.id == waiter.conn => {}
+                _ => continue, // the connection closed while its password was verified
+            }
+            self.with_conn(waiter.key, |conn, ctx| {
+                conn.on_verified(ctx, verdict);
+                conn.drive(ctx)
+            });
         }
     }
 
@@ -513,4 +637,9 @@ impl EventLoop {
         }
         freed
     }
+}
+
+/// The earliest `expires` after `now` among `users`.
+fn next_expiry(users: &Users, now: SystemTime) -> Option<SystemTime> {
+    users.iter().filter_map(|user| user.expires).filter(|&at| at > now).min()
 }

@@ -4,7 +4,9 @@
 //!
 //! [`Server::start`] binds every listener first, so "address in use" is reported to the
 //! caller before anything runs, then runs each worker's loop on its own thread. Workers
-//! share nothing but the settings (users, rules; `src/settings.rs`) and the stop/drain flags ([`Control`]).
+//! share nothing but the settings (users, rules; `src/settings.rs`), the connection counts
+//! per client and per user (`src/usage.rs`), the password verifier (its threads, login cache
+//! and throttle; `src/verifier/`) and the stop/drain flags ([`Control`]).
 
 mod accept;
 mod event_loop;
@@ -24,6 +26,7 @@ use crate::config::Config;
 use crate::listen;
 use crate::metrics::{Registry, WorkerMetrics};
 use crate::settings::{Reloaded, Reread, SettingsStore};
+use crate::usage::Usage;
 use event_loop::EventLoop;
 
 /// Why the server could not start. Shown to the operator as one line.
@@ -236,8 +239,12 @@ impl Server {
         local_addrs.extend(inherited.iter().map(|(addr, _)| *addr));
         // The originals close here; each worker holds its own descriptor of the same socket.
         drop(inherited);
+        // Connections per client and per user, over every worker (the caps, per-user metrics).
+        let usage = Arc::new(Usage::default());
         // Metrics: every worker writes its own counters; worker 0 serves them all.
-        let registry = config.metrics.map(|_| Arc::new(Registry::new(workers, config.in_loop_dns())));
+        let registry = config
+            .metrics
+            .map(|_| Arc::new(Registry::new(workers, config.in_loop_dns()).with_usage(Arc::clone(&usage))));
         let mut metrics_listener = match config.metrics {
             Some(addr) => {
                 let listener =
@@ -251,11 +258,16 @@ impl Server {
             None => None,
         };
         let control = Arc::new(Control::default());
+        // One verifier for the process: its threads, cache and login throttle serve every loop.
+        let verifier =
+            Arc::new(crate::verifier::Verifier::new(config.verifier_threads).map_err(StartError::Setup)?);
         let heartbeats = Heartbeats((0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect());
         let mut loops = Vec::with_capacity(workers);
         for (index, listeners) in listener_sets.into_iter().enumerate() {
             let shared = Shared {
                 settings: Arc::clone(&settings),
+                verifier: Arc::clone(&verifier),
+                usage: Arc::clone(&usage),
                 control: Arc::clone(&control),
                 heartbeat: Arc::clone(&heartbeats.0[index]),
                 wake_every: launch.wake_every,
@@ -384,6 +396,10 @@ impl Reloader {
 /// What the workers share: only read-mostly things behind `Arc`s.
 pub(crate) struct Shared {
     pub(crate) settings: Arc<SettingsStore>,
+    /// The password verifier threads, the login cache and the brute-force throttle.
+    pub(crate) verifier: Arc<crate::verifier::Verifier>,
+    /// Connections per client and per user, over all workers.
+    pub(crate) usage: Arc<Usage>,
     pub(crate) control: Arc<Control>,
     /// This loop's pass counter ([`Heartbeats`]).
     pub(crate) heartbeat: Arc<AtomicU64>,

@@ -1,7 +1,7 @@
 //! RFC 1929 username/password authentication: raw bytes and curl with credentials in the URL,
 //! wrong passwords (`01 01`), clients offering no auth (`05 FF`), a bad sub-negotiation
-//! version, SIGHUP reloading the credentials file without dropping relays, and a malformed
-//! file.
+//! version, SIGHUP reloading the credentials file (ending the relays of a user whose password
+//! changed, keeping the others), and a malformed file.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -64,28 +64,42 @@ fn curl_with_credentials_in_the_url() {
 }
 
 #[test]
-fn sighup_reloads_credentials_without_dropping_relays() {
-    let users = TempFile::new("users-hup", "alice:old\n");
+fn sighup_reloads_credentials_and_ends_the_relays_of_changed_users() {
+    let users = TempFile::new("users-hup", "alice:old\ncarol:same\n");
     let proxy = ProxyProcess::spawn(&["--auth-file", users.path()]);
     let echo = echo_server("127.0.0.1:0");
-    let (mut established, code) = auth_connect(proxy.addr, "alice", "old", &echo.addr.into()).unwrap();
+    let (mut alices, code) = auth_connect(proxy.addr, "alice", "old", &echo.addr.into()).unwrap();
     assert_eq!(code, REP_OK);
-    assert_echo(&mut established, b"before reload");
+    assert_echo(&mut alices, b"before reload");
+    let (mut carols, code) = auth_connect(proxy.addr, "carol", "same", &echo.addr.into()).unwrap();
+    assert_eq!(code, REP_OK);
 
-    users.write("alice:new\nbob:second\n");
+    // Alice's password changes (#13: whoever logged in with the old one is out); carol's does
+    // not, and her relay goes on.
+    users.write("alice:new\nbob:second\ncarol:same\n");
     proxy.signal(libc::SIGHUP);
     let reloaded = proxy.wait_for_log("settings reloaded", Duration::from_secs(10));
     assert!(reloaded, "no reload line in {:?}", proxy.stderr.lock().unwrap());
+    expect_closed(&mut alices, "alice's relay after her password changed");
+    assert!(
+        proxy.wait_for_log("user 'alice' revoked (password changed): closed 1 open connection", TIMEOUT),
+        "{:?}",
+        proxy.stderr.lock().unwrap()
+    );
+    assert!(proxy.wait_for_log("(user revoked)", TIMEOUT), "the access line's reason");
+    assert_echo(&mut carols, b"after reload: still relaying");
 
     assert_eq!(auth_connect(proxy.addr, "alice", "old", &echo.addr.into()).err(), Some(1));
     assert!(auth_connect(proxy.addr, "bob", "second", &echo.addr.into()).is_ok());
-    assert_echo(&mut established, b"after reload: still relaying");
+    let (mut alices, _) = auth_connect(proxy.addr, "alice", "new", &echo.addr.into()).unwrap();
+    assert_echo(&mut alices, b"with the new password");
 
-    // A broken file on reload keeps the previous credentials.
+    // A broken file on reload keeps the previous credentials, and ends nothing.
     users.write("this line has no colon\n");
     proxy.signal(libc::SIGHUP);
     assert!(proxy.wait_for_log("keeping the old settings", Duration::from_secs(10)));
     assert!(auth_connect(proxy.addr, "alice", "new", &echo.addr.into()).is_ok());
+    assert_echo(&mut alices, b"still relaying after a failed reload");
 }
 
 #[test]

@@ -392,3 +392,44 @@ fn a_metrics_address_in_use_stops_the_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("cannot serve metrics on {addr}: address already in use")), "{stderr}");
 }
+
+#[test]
+fn per_user_series_count_each_users_connections_and_bytes() {
+    // A name with a quote and a backslash: the label value must be escaped for promtool.
+    let file = TempFile::new(
+        "metrics-users.toml",
+        "[[users]]\nname = \"alice\"\npassword = \"a-pw\"\n\n\
+         [[users]]\nname = 'we\"ird\\name'\npassword = \"w-pw\"\nmax-connections = 1\n",
+    );
+    let (proxy, metrics) = spawn_with_metrics(&["--config", file.path(), "--workers", "2"]);
+    let echo = echo_server("127.0.0.1:0");
+    let login = |user: &str, pass: &str| {
+        let mut stream = tcp_connect(proxy.addr);
+        greet_userpass(&mut stream);
+        assert_eq!(authenticate(&mut stream, user, pass), 0, "{user}");
+        stream.write_all(&request_bytes(CMD_CONNECT, &Dest::Ip(echo.addr))).unwrap();
+        let reply = read_reply(&mut stream).expect("reply");
+        (stream, reply.code)
+    };
+    for (i, len) in [1_000usize, 20_000].into_iter().enumerate() {
+        let (stream, code) = login("alice", "a-pw");
+        assert_eq!(code, REP_OK);
+        echo_exactly(stream, 300 + i as u64, len);
+    }
+    let (weird, code) = login("we\"ird\\name", "w-pw");
+    assert_eq!(code, REP_OK);
+    let (_, code) = login("we\"ird\\name", "w-pw");
+    assert_eq!(code, REP_NOT_ALLOWED, "over max-connections: not counted as served");
+    let alice = r#"user="alice""#;
+    let text = scrape_until(metrics, "alice's relays closed and weird's open", |s| {
+        get(s, &format!("socksloop_user_relay_bytes_total{{{alice},direction=\"down\"}}")) == 21_000.0
+            && get(s, r#"socksloop_user_connections_active{user="we\"ird\\name"}"#) == 1.0
+    });
+    promtool_check(&text);
+    let s = samples(&text);
+    assert_eq!(get(&s, &format!("socksloop_user_connections_total{{{alice}}}")), 2.0);
+    assert_eq!(get(&s, &format!("socksloop_user_connections_active{{{alice}}}")), 0.0);
+    assert_eq!(get(&s, &format!("socksloop_user_relay_bytes_total{{{alice},direction=\"up\"}}")), 21_000.0);
+    assert_eq!(get(&s, r#"socksloop_user_connections_total{user="we\"ird\\name"}"#), 1.0);
+    drop(weird);
+}
