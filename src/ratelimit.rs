@@ -162,7 +162,11 @@ impl TokenBucket {
             let next = base.saturating_add(nanos_for(bytes, rate));
             match self.virt.compare_exchange_weak(virt, next, Relaxed, Relaxed) {
                 Ok(_) => {
-                    let at = if bytes <= tokens { now } else { now + Duration::from_nanos(next - t) };
+                    let at = if bytes <= tokens {
+                        now
+                    } else {
+                        now + Duration::from_nanos(next.saturating_sub(t))
+                    };
                     return Grant { bytes, at };
                 }
                 Err(current) => virt = current,
@@ -310,8 +314,11 @@ impl Throttle {
             let max = max as u64;
             let want = if rate == 0 { max } else { quantum(rate).min(max) };
             let grant = bucket.grant(want, now);
-            let keep =
-                if rate == 0 { Duration::ZERO } else { Duration::from_nanos(4 * nanos_for(want, rate)) };
+            let keep = if rate == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(nanos_for(want, rate).saturating_mul(4))
+            };
             *gate = Gate { held: grant.bytes, at: grant.at, until: grant.at + keep, wake_asked: false };
         }
         if gate.at > now { 0 } else { gate.held as usize }
