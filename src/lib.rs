@@ -27,6 +27,7 @@ pub mod logging;
 mod metrics;
 pub mod net;
 pub mod protocol;
+pub mod ratelimit;
 mod relay;
 pub mod resolver;
 mod server;

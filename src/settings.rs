@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use crate::acl::Rules;
 use crate::auth::AuthFileError;
 use crate::config::Config;
+use crate::ratelimit::RateLimits;
 use crate::users::{Egress, Users};
 
 /// What new connections are checked against.
@@ -28,6 +29,8 @@ pub struct Settings {
     pub egress: Egress,
     /// Simultaneous connections from one client IP address, over all workers.
     pub max_connections_per_client: Option<usize>,
+    /// The limited users' token buckets, shared by every worker and carried across reloads.
+    pub rate_limits: RateLimits,
 }
 
 impl Settings {
@@ -36,6 +39,7 @@ impl Settings {
         let mut users = config.users.clone();
         config.auth.load_into(&mut users)?;
         Ok(Settings {
+            rate_limits: RateLimits::default().carry_over(&users, std::time::Instant::now()),
             users,
             rules: config.rules.clone(),
             egress: config.egress(),
@@ -111,7 +115,7 @@ impl SettingsStore {
     /// ones stay. The caller wakes the loops.
     pub fn reload(&self) -> Result<Reloaded, String> {
         let config = (self.reread)()?;
-        let fresh = Settings::from_config(&config).map_err(|e| e.0)?;
+        let mut fresh = Settings::from_config(&config).map_err(|e| e.0)?;
         if self.auth_required && !fresh.auth_required() {
             return Err("the new configuration has no users, but this server requires authentication \
                         (restart it to turn authentication off)"
@@ -123,6 +127,8 @@ impl SettingsStore {
                 .into());
         }
         let reloaded = Reloaded { users: fresh.users.len(), listeners_ignored: config.listen != self.listen };
+        // The users' buckets go on (a changed rate applies to open connections at once).
+        fresh.rate_limits = self.current().rate_limits.carry_over(&fresh.users, std::time::Instant::now());
         match self.current.write() {
             Ok(mut guard) => *guard = Arc::new(fresh),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(fresh),

@@ -7,6 +7,12 @@
 //! leaves the old one stale. A relay that moves bytes all day therefore costs one heap entry
 //! per idle period, not one per read. Entries carry the connection's id so a fired
 //! entry never touches a connection that reused the slab key.
+//!
+//! Beside the deadlines, a second heap holds **wake-ups**: "drive this connection at that
+//! instant" (a rate-limited relay whose reserved grant falls due, `src/ratelimit.rs`). A
+//! wake-up is not a deadline: it ends nothing, and the idle deadline stays where it is. Each
+//! is pushed once per grant and simply drives the connection when due; one for a connection
+//! that has gone (its id no longer at the key) is dropped.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -34,10 +40,11 @@ struct Entry {
     conn: u64,
 }
 
-/// The heap of pending deadlines.
+/// The heap of pending deadlines, and the heap of wake-ups.
 #[derive(Default)]
 pub struct Timers {
     heap: BinaryHeap<Reverse<Entry>>,
+    wakes: BinaryHeap<Reverse<Entry>>,
 }
 
 impl Timers {
@@ -55,9 +62,27 @@ impl Timers {
         self.next_deadline().map(|at| at.saturating_duration_since(now))
     }
 
-    /// When the earliest entry is due.
+    /// When the earliest entry (deadline or wake-up) is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(entry)| entry.at)
+        let deadline = self.heap.peek().map(|Reverse(entry)| entry.at);
+        let wake = self.wakes.peek().map(|Reverse(entry)| entry.at);
+        deadline.into_iter().chain(wake).min()
+    }
+
+    /// Drive connection `key` (id `conn`) at `at`, whatever its deadline.
+    pub fn wake_at(&mut self, at: Instant, key: usize, conn: u64) {
+        self.wakes.push(Reverse(Entry { at, key, conn }));
+    }
+
+    /// Pop one wake-up that is due at `now`: `(key, conn)`.
+    pub fn pop_wake(&mut self, now: Instant) -> Option<(usize, u64)> {
+        match self.wakes.peek() {
+            Some(Reverse(entry)) if entry.at <= now => {
+                let Reverse(entry) = self.wakes.pop()?;
+                Some((entry.key, entry.conn))
+            }
+            _ => None,
+        }
     }
 
     /// Pop one entry that is due at `now`: `(key, conn, entry_time)`.
@@ -93,8 +118,14 @@ impl Timers {
         false
     }
 
+    /// Deadline entries (wake-ups apart).
     pub fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Wake-ups pending.
+    pub fn wakes(&self) -> usize {
+        self.wakes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -143,6 +174,21 @@ mod tests {
         let (k, g, at) = timers.pop_due(now).expect("due");
         assert!(!timers.check(&mut d, at, now, k, g), "old entry is stale");
         assert!(timers.pop_due(now).is_none());
+    }
+
+    #[test]
+    fn wake_ups_are_apart_from_deadlines() {
+        let start = Instant::now();
+        let mut timers = Timers::default();
+        let mut d = Deadline::new(start);
+        timers.set(&mut d, start + Duration::from_secs(300), 4, 11);
+        timers.wake_at(start + Duration::from_millis(3), 4, 11);
+        assert_eq!(timers.next_deadline(), Some(start + Duration::from_millis(3)), "the earlier of the two");
+        assert_eq!(timers.pop_wake(start), None);
+        let now = start + Duration::from_millis(3);
+        assert!(timers.pop_due(now).is_none(), "a wake-up is not a deadline");
+        assert_eq!(timers.pop_wake(now), Some((4, 11)));
+        assert_eq!(timers.next_deadline(), Some(start + Duration::from_secs(300)));
     }
 
     #[test]

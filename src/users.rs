@@ -225,7 +225,8 @@ impl Revoked {
 }
 
 /// Whether a connection logged in as `held` must end under the user set `now_users` at `now`.
-/// Other changes (egress, limits, rules) apply to new connections only.
+/// Other changes (egress, caps, rules) apply to new connections only; a changed `rate-limit`
+/// reaches open connections too, through the bucket they share (`src/ratelimit.rs`).
 pub fn revocation(held: &User, now_users: &Users, now: SystemTime) -> Option<Revoked> {
     match now_users.get(held.name.as_bytes()) {
         None => Some(Revoked::Removed),

@@ -93,6 +93,13 @@ impl Header {
     }
 }
 
+/// RFC 1929 credentials a route logs in with (`--user`, `--password`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Login {
+    pub user: &'static str,
+    pub password: &'static str,
+}
+
 /// How the tool reaches the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -103,6 +110,9 @@ pub enum Route {
     /// Through the SOCKS5 server at this address, naming the target by this host name (ATYP
     /// 3: the proxy resolves it, so its resolver is measured too).
     ProxyByName(SocketAddr, &'static str),
+    /// Through the SOCKS5 server at this address, logging in with username/password (RFC
+    /// 1929) first; naming the target by the host name if one is given.
+    ProxyAs(SocketAddr, Option<&'static str>, Login),
 }
 
 /// Connect to `target` along `route` with blocking sockets and `timeout` on every step.
@@ -113,7 +123,7 @@ pub fn open(route: Route, target: SocketAddr, timeout: Duration) -> io::Result<(
     let start = Instant::now();
     let first_hop = match route {
         Route::Direct => target,
-        Route::Proxy(proxy) | Route::ProxyByName(proxy, _) => proxy,
+        Route::Proxy(proxy) | Route::ProxyByName(proxy, _) | Route::ProxyAs(proxy, ..) => proxy,
     };
     let mut stream = TcpStream::connect_timeout(&first_hop, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
@@ -125,6 +135,7 @@ pub fn open(route: Route, target: SocketAddr, timeout: Duration) -> io::Result<(
         Route::Direct => {}
         Route::Proxy(_) => socks5_connect(&mut stream, target, None)?,
         Route::ProxyByName(_, name) => socks5_connect(&mut stream, target, Some(name))?,
+        Route::ProxyAs(_, name, login) => socks5_connect_as(&mut stream, target, name, Some(login))?,
     }
     Ok((stream, start.elapsed()))
 }
@@ -133,11 +144,36 @@ pub fn open(route: Route, target: SocketAddr, timeout: Duration) -> io::Result<(
 /// (no pipelining, so servers that read one message per `read` are measured fairly).
 /// With `name`, the request names the target by it (and `target`'s port) instead of its IP.
 pub fn socks5_connect(stream: &mut TcpStream, target: SocketAddr, name: Option<&str>) -> io::Result<()> {
-    stream.write_all(&[0x05, 0x01, 0x00])?;
+    socks5_connect_as(stream, target, name, None)
+}
+
+/// [`socks5_connect`], offering only username/password (RFC 1929) and logging in with `login`
+/// when it is given.
+pub fn socks5_connect_as(
+    stream: &mut TcpStream,
+    target: SocketAddr,
+    name: Option<&str>,
+    login: Option<Login>,
+) -> io::Result<()> {
+    let method = if login.is_some() { 0x02 } else { 0x00 };
+    stream.write_all(&[0x05, 0x01, method])?;
     let mut choice = [0u8; 2];
     stream.read_exact(&mut choice)?;
-    if choice != [0x05, 0x00] {
-        return Err(protocol_error(format!("proxy chose method {choice:02x?}, not no-auth")));
+    if choice != [0x05, method] {
+        return Err(protocol_error(format!("proxy chose method {choice:02x?}, not {method:#04x}")));
+    }
+    if let Some(Login { user, password }) = login {
+        let too_long = || protocol_error("user name and password are limited to 255 bytes".into());
+        let mut message = vec![0x01, u8::try_from(user.len()).map_err(|_| too_long())?];
+        message.extend_from_slice(user.as_bytes());
+        message.push(u8::try_from(password.len()).map_err(|_| too_long())?);
+        message.extend_from_slice(password.as_bytes());
+        stream.write_all(&message)?;
+        let mut status = [0u8; 2];
+        stream.read_exact(&mut status)?;
+        if status != [0x01, 0x00] {
+            return Err(protocol_error(format!("login as '{user}' refused ({status:02x?})")));
+        }
     }
     let mut request = Vec::with_capacity(22);
     request.extend_from_slice(&[0x05, 0x01, 0x00]);

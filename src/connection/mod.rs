@@ -483,10 +483,17 @@ impl<N: Net> Connection<N> {
 
     /// Apply a transition: the one place a phase changes (and is logged), and where each
     /// phase's deadline is set on entry.
-    fn set_phase(&mut self, next: Phase<N>, ctx: &mut Ctx<'_, N>) {
+    fn set_phase(&mut self, mut next: Phase<N>, ctx: &mut Ctx<'_, N>) {
         log::debug!("conn {}: {} -> {}", self.id, self.phase.name(), next.name());
         if let Some(after) = self.phase.deadline_for(&next, ctx.config) {
             ctx.rearm(&mut self.deadline, after);
+        }
+        // A rate-limited user's relay reads only what their buckets grant.
+        if let Phase::Relaying(relay) = &mut next
+            && let Some(user) = &self.summary.user
+            && let Some(limit) = ctx.settings.rate_limits.get(&user.name)
+        {
+            relay.limit(limit, ctx.now);
         }
         self.phase = next;
     }

@@ -1,7 +1,15 @@
 //! The `Relaying` phase: the upstream socket and both relay directions, pumped by the one
 //! relay pump ([`crate::relay::pump`]) on the configured path (copy or splice).
+//!
+//! A relay of a rate-limited user holds a [`Throttle`]: each direction's budget is then what
+//! its user's bucket grants (a bounded slice), the bytes not read go back, and a direction
+//! whose grant is reserved for later is not read (backpressure: the bytes wait in the kernel)
+//! until the loop wakes the relay for it (`src/ratelimit.rs`).
+
+use std::sync::Arc;
 
 use crate::net::{End, Net, Readiness, Stream};
+use crate::ratelimit::{Throttle, UserLimit, Way};
 use crate::relay::{self, Direction};
 use crate::timer::Deadline;
 
@@ -23,13 +31,20 @@ pub struct Relay<S> {
     down: Direction,
     /// SOCKS reply bytes queued in `down` when relaying began: not payload.
     control: u32,
+    /// The user's rate limit (`None`: unlimited, nothing to check).
+    throttle: Option<Box<Throttle>>,
 }
 
 impl<S: Stream> Relay<S> {
     /// `up` and `down` may hold queued bytes (early payload, replies); `control` of `down`'s
     /// are SOCKS replies, not counted as relayed payload.
     pub fn new(upstream: End<S>, slot: u8, up: Direction, down: Direction, control: usize) -> Relay<S> {
-        Relay { upstream, slot, up, down, control: control as u32 }
+        Relay { upstream, slot, up, down, control: control as u32, throttle: None }
+    }
+
+    /// Read each way only what `limit`, the user's buckets, grants.
+    pub fn limit(&mut self, limit: &Arc<UserLimit>, now: std::time::Instant) {
+        self.throttle = Some(Box::new(Throttle::new(Arc::clone(limit), now)));
     }
 
     pub fn on_ready(&mut self, slot: u8, news: Readiness) {
@@ -55,9 +70,19 @@ impl<S: Stream> Relay<S> {
         ctx: &mut Ctx<'_, N>,
     ) -> Outcome<N> {
         let (mut budget_up, mut budget_down) = (RELAY_BUDGET, RELAY_BUDGET);
+        let now = ctx.now;
+        if let Some(throttle) = self.throttle.as_deref_mut() {
+            budget_up = throttle.open(Way::Up, wants(client, &self.up), now, RELAY_BUDGET);
+            budget_down = throttle.open(Way::Down, wants(&self.upstream, &self.down), now, RELAY_BUDGET);
+        }
+        let opened = (budget_up, budget_down);
         let mut movers = ctx.movers();
         let up = relay::pump(client, &mut self.upstream, &mut self.up, &mut budget_up, &mut movers);
         let down = relay::pump(&mut self.upstream, client, &mut self.down, &mut budget_down, &mut movers);
+        if let Some(throttle) = self.throttle.as_deref_mut() {
+            throttle.settle(Way::Up, opened.0, budget_up, !self.up.eof);
+            throttle.settle(Way::Down, opened.1, budget_down, !self.down.eof);
+        }
         let progress = match (up, down) {
             (Ok(a), Ok(b)) => a || b,
             (Err(e), _) | (_, Err(e)) => {
@@ -74,8 +99,33 @@ impl<S: Stream> Relay<S> {
         if progress {
             ctx.rearm(deadline, ctx.config.idle_timeout);
         }
-        let more_up = budget_up == 0 && client.ready.readable;
-        let more_down = budget_down == 0 && self.upstream.ready.readable;
+        let (more_up, more_down) = match self.throttle.as_deref_mut() {
+            None => {
+                (budget_up == 0 && client.ready.readable, budget_down == 0 && self.upstream.ready.readable)
+            }
+            Some(throttle) => {
+                // A direction that would read on takes its next grant now: come back at once
+                // if it is there, else (reserved) the loop wakes the relay when it is due.
+                let more_up = budget_up == 0
+                    && wants(client, &self.up)
+                    && throttle.open(Way::Up, true, now, RELAY_BUDGET) > 0;
+                let more_down = budget_down == 0
+                    && wants(&self.upstream, &self.down)
+                    && throttle.open(Way::Down, true, now, RELAY_BUDGET) > 0;
+                // A waiting direction is woken by the loop, not polled; the idle deadline is
+                // kept beyond its wake-up (a throttled relay is not idle).
+                for way in [Way::Up, Way::Down] {
+                    if let Some(at) = throttle.wake(way, now) {
+                        ctx.timers.wake_at(at, ctx.key, ctx.conn);
+                        let idle_end = at + ctx.config.idle_timeout;
+                        if deadline.at < idle_end {
+                            ctx.rearm_at(deadline, idle_end);
+                        }
+                    }
+                }
+                (more_up, more_down)
+            }
+        };
         if more_up || more_down { Outcome::Again } else { Outcome::Wait }
     }
 
@@ -91,4 +141,10 @@ impl<S: Stream> Relay<S> {
             && matches!(self.upstream.socket.take_error(), Ok(Some(_)));
         client_reset || upstream_reset
     }
+}
+
+/// Whether a limited direction would read now: its source is readable, nothing waits for its
+/// destination, and it has not ended (otherwise no grant is taken).
+fn wants<S: Stream>(src: &End<S>, dir: &Direction) -> bool {
+    src.ready.readable && !dir.has_pending() && !dir.eof
 }

@@ -747,6 +747,79 @@ fn relay_backpressure_stops_reading_the_source() {
     assert_eq!(rig.conn.buffered_bytes(), 0, "drained: no memory held");
 }
 
+/// A relay of user `u`, limited to `rate` bytes per second each way.
+fn limited_relay(rate: u64, idle: std::time::Duration) -> (Rig, Script) {
+    let mut rig = Rig::with(|c| {
+        c.users
+            .add(crate::users::User { rate_limit: Some(rate), ..crate::users::User::plain("u", b"p") })
+            .unwrap();
+        c.idle_timeout = idle;
+    });
+    rig.client_sends(&[5, 1, 2]);
+    rig.client_sends(&[1, 1, b'u', 1, b'p']);
+    assert_eq!(rig.client_got(), [5, 2, 1, 0]);
+    rig.client_sends(&connect_request(TARGET));
+    rig.finish_connect(true);
+    assert_eq!(rig.phase(), "Relaying");
+    rig.client_got();
+    let upstream = rig.net.last_upstream().unwrap();
+    upstream.grant(usize::MAX);
+    (rig, upstream)
+}
+
+#[test]
+fn a_limited_relay_reads_its_burst_then_waits_for_a_wake_up_not_a_poll() {
+    use crate::ratelimit::{burst, quantum};
+    use std::time::Duration;
+    let rate = 64 << 10; // burst 64 KiB, quantum 4 KiB
+    let idle = Duration::from_millis(20);
+    let (mut rig, upstream) = limited_relay(rate, idle);
+    upstream.supply(&vec![7; 1 << 20]);
+    rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
+    // One quantum per drive, coming back (`Again`) while the bucket has tokens for the next.
+    let mut drives = 0;
+    while rig.drive() == &Step::Again {
+        drives += 1;
+        assert!(drives < 100, "the bucket must run dry");
+    }
+    assert_eq!(drives as u64, burst(rate) / quantum(rate) - 1);
+    assert_eq!(rig.client_got().len() as u64, burst(rate), "the burst, and not a byte more");
+    // Starved: no busy loop (`Wait`), one wake-up when the reserved quantum is due, and the
+    // idle deadline moved beyond it.
+    assert_eq!(rig.timers.wakes(), 1);
+    let due = rig.now + Duration::from_nanos(1_000_000_000 / 16);
+    assert!(rig.conn.deadline.at >= due + idle);
+    // The idle deadline's old entry fires first and finds the relay not idle.
+    rig.advance(idle);
+    let (key, id, entry_at) = rig.timers.pop_due(rig.now).expect("the old idle entry");
+    assert!(!rig.timers.check(&mut rig.conn.deadline, entry_at, rig.now, key, id), "not idle");
+    assert_eq!(rig.timers.next_deadline(), Some(due), "the wake-up is next");
+    // Another event before it is due reads nothing and asks for no second wake-up.
+    rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
+    assert_eq!(rig.drive(), &Step::Wait);
+    assert!(rig.client_got().is_empty());
+    assert_eq!(rig.timers.wakes(), 1);
+    // Due: the loop pops it and drives: one quantum moves, the next is reserved.
+    rig.advance(due - rig.now);
+    assert_eq!(rig.timers.pop_wake(rig.now), Some((3, 7)));
+    assert_eq!(rig.drive(), &Step::Wait);
+    assert_eq!(rig.client_got().len() as u64, quantum(rate));
+    assert_eq!(rig.timers.wakes(), 1);
+    // The client → target direction has its own bucket, untouched by all this.
+    assert_eq!(rig.client_sends(&[1; 1000]), &Step::Wait);
+    assert_eq!(upstream.written().len(), 1000);
+}
+
+#[test]
+fn unlimited_users_relays_have_no_throttle() {
+    let (mut rig, upstream) = Rig::relaying();
+    upstream.supply(&vec![7; 1 << 20]);
+    rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
+    assert_eq!(rig.drive(), &Step::Again, "the fairness budget, 1 MiB, ran out");
+    assert_eq!(rig.client_got().len(), 1 << 20);
+    assert_eq!(rig.timers.wakes(), 0);
+}
+
 // ---- BindWaiting -----------------------------------------------------------------------
 
 #[test]
@@ -1061,9 +1134,10 @@ fn a_reply_the_client_cannot_take_yet_waits_and_is_delivered_in_order() {
 
 #[test]
 fn an_idle_relay_is_small() {
-    // What a relaying connection costs in the slab (docs/architecture.md quotes it): 448
+    // What a relaying connection costs in the slab (docs/architecture.md quotes it): 456
     // bytes, of which 208 are the summary's (the report's user, command, addresses and
-    // instants, and the connection's place in the caps, boxed).
+    // instants, and the connection's place in the caps, boxed) and 8 the pointer to a
+    // rate-limited relay's throttle.
     let size = std::mem::size_of::<Connection<mio::Registry>>();
-    assert!(size <= 448, "Connection<Registry> is {size} bytes");
+    assert!(size <= 456, "Connection<Registry> is {size} bytes");
 }

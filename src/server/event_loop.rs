@@ -6,7 +6,8 @@
 //!    reload, take the new settings and end the connections of revoked users;
 //! 2. dispatch each event: accept on listeners, drive the connection a token names;
 //! 3. drive connections that ran out of their fairness budget last time;
-//! 4. fire due deadlines (connections', the DNS client's, scrapes', a user's expiry);
+//! 4. fire due deadlines (connections', the DNS client's, scrapes', a user's expiry) and
+//!    wake-ups (rate-limited relays whose grant is due);
 //! 5. hand resolver answers and password verdicts to their connections;
 //! 6. remove connections that closed during this pass;
 //! 7. resume accepting if it was paused and there is room again;
@@ -227,6 +228,7 @@ impl EventLoop {
             }
             self.drive_ready_again();
             self.fire_timers();
+            self.fire_wakes();
             self.check_expiries();
             self.fire_dns_timers();
             self.fire_scrape_timers();
@@ -487,6 +489,15 @@ impl EventLoop {
             };
             if expired {
                 self.with_conn(key, |conn, ctx| conn.on_timeout(ctx));
+            }
+        }
+    }
+
+    /// Drive the connections whose wake-up is due (rate-limited relays whose grant is due).
+    fn fire_wakes(&mut self) {
+        while let Some((key, id)) = self.timers.pop_wake(self.now) {
+            if self.conns.get(key).is_some_and(|conn| conn.id == id) {
+                self.drive(key);
             }
         }
     }

@@ -21,6 +21,7 @@ mod metrics;
 mod passwords;
 mod per_user;
 mod proxy_protocol;
+mod ratelimit;
 mod relay;
 mod rules;
 mod scale;

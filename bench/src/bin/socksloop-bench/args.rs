@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use socksloop_bench::wire::Route;
+use socksloop_bench::wire::{Login, Route};
 
 pub const HELP: &str = "\
 socksloop-bench: load generator for any SOCKS5 server (or none, with --direct)
@@ -15,7 +15,8 @@ USAGE:
 
 The tool starts its own target (echo / sink / source) in a child process on loopback and
 sends every connection through the SOCKS5 server at --proxy to it (no-auth CONNECT to an
-IPv4 or IPv6 literal). With --direct it connects to the target itself: the machine's limit.
+IPv4 or IPv6 literal; with --user and --password, a username/password login first). With
+--direct it connects to the target itself: the machine's limit.
 
 WORKLOADS (--workload, comma-separated; `all` = all four):
     throughput   Streams of verified pattern bytes for --duration (or --bytes per stream).
@@ -51,6 +52,9 @@ OPTIONS:
     --target-name NAME     Name the target by this host name in every request (the proxy
                            resolves it; it must resolve to the target's loopback address,
                            e.g. localhost) instead of by its IP
+    --user NAME            Log in to the proxy as NAME (RFC 1929 username/password) on
+                           every connection; needs --password
+    --password PASS        The password for --user
     --direct               No proxy: connect straight to the target
     --workload LIST        throughput, connrate, latency, memory or all [default: throughput]
     --streams LIST         Parallel streams for throughput [default: 1]
@@ -160,6 +164,8 @@ pub fn route_name(route: Route) -> String {
         Route::Direct => "direct".into(),
         Route::Proxy(addr) => format!("proxy {addr}"),
         Route::ProxyByName(addr, name) => format!("proxy {addr} by name {name}"),
+        Route::ProxyAs(addr, None, login) => format!("proxy {addr} as {}", login.user),
+        Route::ProxyAs(addr, Some(name), login) => format!("proxy {addr} by name {name} as {}", login.user),
     }
 }
 
@@ -177,11 +183,24 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     if target_name.is_some() && direct {
         return Err("--target-name needs --proxy (the proxy resolves the name)".into());
     }
+    // Leaked once per run: a Route is Copy and shared by every client thread.
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let login = match (opt(&mut args, "--user")?, opt(&mut args, "--password")?) {
+        (None, None) => None,
+        (Some(user), Some(password)) if user.len() <= 255 && password.len() <= 255 && !user.is_empty() => {
+            Some(Login { user: leak(user), password: leak(password) })
+        }
+        (Some(_), Some(_)) => return Err("--user must be 1 to 255 bytes, --password at most 255".into()),
+        _ => return Err("--user and --password go together".into()),
+    };
+    if login.is_some() && direct {
+        return Err("--user needs --proxy (it logs in to the proxy)".into());
+    }
     let route = match (proxy, direct) {
-        (Some(addr), false) => match target_name {
-            // Leaked once per run: a Route is Copy and shared by every client thread.
-            Some(name) => Route::ProxyByName(addr, Box::leak(name.into_boxed_str())),
-            None => Route::Proxy(addr),
+        (Some(addr), false) => match (target_name, login) {
+            (name, Some(login)) => Route::ProxyAs(addr, name.map(leak), login),
+            (Some(name), None) => Route::ProxyByName(addr, leak(name)),
+            (None, None) => Route::Proxy(addr),
         },
         (None, true) => Route::Direct,
         (Some(_), true) => return Err("--proxy and --direct exclude each other".into()),
@@ -351,6 +370,17 @@ mod tests {
     }
 
     #[test]
+    fn user_and_password() {
+        let o = run(&["--proxy", "127.0.0.1:1080", "--user", "alice", "--password", "pw"]).unwrap();
+        let login = Login { user: "alice", password: "pw" };
+        assert_eq!(o.route, Route::ProxyAs("127.0.0.1:1080".parse().unwrap(), None, login));
+        assert_eq!(o.label, "proxy 127.0.0.1:1080 as alice");
+        assert!(run(&["--proxy", "127.0.0.1:1080", "--user", "alice"]).is_err());
+        assert!(run(&["--direct", "--user", "alice", "--password", "pw"]).is_err());
+        assert!(run(&["--proxy", "127.0.0.1:1080", "--user", "", "--password", "pw"]).is_err());
+    }
+
+    #[test]
     fn latency_and_count() {
         let o = run(&[
             "--direct",
@@ -375,7 +405,9 @@ mod tests {
 
     #[test]
     fn help_names_every_flag() {
-        for flag in ["--bulk", "--ping-rate", "--count", "--pid", "latency", "cpu_s_per_gib"] {
+        for flag in
+            ["--bulk", "--ping-rate", "--count", "--pid", "--user", "--password", "latency", "cpu_s_per_gib"]
+        {
             assert!(HELP.contains(flag), "{flag} missing from --help");
         }
     }

@@ -83,7 +83,7 @@ fn run(options: &Options) -> Result<(), String> {
         eprintln!("socksloop-bench: warning: cannot raise the open-file limit: {e}");
     }
     let bind: SocketAddr = match options.route {
-        Route::Proxy(proxy) | Route::ProxyByName(proxy, _) if proxy.is_ipv6() => {
+        Route::Proxy(proxy) | Route::ProxyByName(proxy, _) | Route::ProxyAs(proxy, ..) if proxy.is_ipv6() => {
             "[::1]:0".parse().expect("valid address")
         }
         _ => "127.0.0.1:0".parse().expect("valid address"),

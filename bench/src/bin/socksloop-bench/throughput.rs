@@ -116,9 +116,19 @@ pub fn measure(
     if lost > 0 {
         details += &format!("; {lost} B sent were never delivered (no half-close?)");
     }
+    // How evenly the streams shared (a rate limit's fairness, a loop's): each stream's own
+    // rate over its own lifetime (uploads as sent).
+    let each =
+        results.iter().map(|r| (r.up + r.down) as f64 / MIB / r.end.duration_since(r.start).as_secs_f64());
+    let (slowest, fastest) = each.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    if results.len() > 1 {
+        details += &format!("; streams from {slowest:.2} to {fastest:.2} MiB/s");
+    }
     let moved = uploaded + down;
     let mut fields = vec![
         ("streams", Value::Int(results.len() as u64)),
+        ("stream_min_mib_s", Value::Num(slowest)),
+        ("stream_max_mib_s", Value::Num(fastest)),
         ("direction", Value::Str(case.direction.name().into())),
         ("up_bytes", Value::Int(uploaded)),
         ("up_lost_bytes", Value::Int(lost)),
