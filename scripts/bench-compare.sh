@@ -22,8 +22,13 @@
 # LATENCY=1 (the default) every server and direct also run the latency workload: a 64-byte
 # ping-pong at PING_RATE per second beside BULK download streams (RTT p50/p99/max, bulk MiB/s).
 #
+# ROUNDS (default 3) repeats the whole suite, each server measured once per round, the order
+# of the servers rotating from round to round: the servers are interleaved, so drift on a
+# shared machine hits all of them alike; medians are taken over the rounds (chart.py).
+#
 #   scripts/bench-compare.sh [OUT.jsonl]
-#   env: DURATION (s, default 3), RUNS (default 3), RT (1), HEV (path), STATIC (1: also the static build),
+#   env: DURATION (s, default 3), ROUNDS (default 3), RUNS (per round, default 1), RT (1),
+#        HEV (path), STATIC (1: also the static build), COPY (1: also socksloop --relay copy),
 #        BIG (relays held in one extra memory run per server, default 9000; 0 skips it),
 #        CPU (1: server CPU per GiB / per connection; 0: no --pid), LATENCY (1; 0 skips it),
 #        BULK (download streams beside the ping-pong, default 8), PING_RATE (pings/s, default 100)
@@ -35,7 +40,9 @@ cd "$(dirname "$0")/.."
 
 OUT=${1:-bench-results.jsonl}
 DURATION=${DURATION:-3}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-1}
+ROUNDS=${ROUNDS:-3}
+COPY=${COPY:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET_DIR/release
 RT=${RT:-1}
@@ -113,6 +120,8 @@ serve() {
   if [ "$CPU" = 1 ]; then cpu=(--pid "$pid"); fi
   tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 1 --direction download \
     ${cpu[@]+"${cpu[@]}"}
+  tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 1 --direction both \
+    ${cpu[@]+"${cpu[@]}"}
   tool "$label" "--proxy 127.0.0.1:$port" --runs "$RUNS" --workload throughput --streams 8 --direction both \
     ${cpu[@]+"${cpu[@]}"}
   if [ "$LATENCY" = 1 ]; then
@@ -141,32 +150,56 @@ serve() {
   fi
 }
 
-tool direct --direct --runs "$RUNS" --workload throughput --streams 1 --direction download
-tool direct --direct --runs "$RUNS" --workload throughput --streams 8 --direction both
-if [ "$LATENCY" = 1 ]; then
-  tool direct --direct --runs "$RUNS" --workload latency --bulk "$BULK" --ping-rate "$PING_RATE"
-fi
-tool direct --direct --runs "$RUNS" --workload connrate --concurrency 1,64
+direct() {
+  tool direct --direct --runs "$RUNS" --workload throughput --streams 1 --direction download
+  tool direct --direct --runs "$RUNS" --workload throughput --streams 1 --direction both
+  tool direct --direct --runs "$RUNS" --workload throughput --streams 8 --direction both
+  if [ "$LATENCY" = 1 ]; then
+    tool direct --direct --runs "$RUNS" --workload latency --bulk "$BULK" --ping-rate "$PING_RATE"
+  fi
+  tool direct --direct --runs "$RUNS" --workload connrate --concurrency 1,64
+}
 
-serve socksloop "$BIN/socksloop" --listen "127.0.0.1:{port}" --log-level warn
-if [ "$STATIC" = 1 ]; then
-  serve socksloop-static "$STATIC_BIN" --listen "127.0.0.1:{port}" --log-level warn
-fi
-serve threaded "$BIN/threaded_baseline" "127.0.0.1:{port}"
+# Every contender, by name; each knows how to serve itself (or says why it is skipped).
+contender() {
+  case $1 in
+    direct) direct ;;
+    socksloop) serve socksloop "$BIN/socksloop" --listen "127.0.0.1:{port}" --log-level warn ;;
+    socksloop-copy) serve socksloop-copy "$BIN/socksloop" --listen "127.0.0.1:{port}" --log-level warn --relay copy ;;
+    socksloop-static) serve socksloop-static "$STATIC_BIN" --listen "127.0.0.1:{port}" --log-level warn ;;
+    threaded) serve threaded "$BIN/threaded_baseline" "127.0.0.1:{port}" ;;
+    microsocks) serve microsocks microsocks -i 127.0.0.1 -p "{port}" ;;
+    hev) serve hev "$HEV" "$CONF_DIR/hev-{port}.yml" ;;
+    dante) serve dante danted -f "$CONF_DIR/dante-{port}.conf" ;;
+  esac
+}
+
+contenders=(direct socksloop)
+if [ "$COPY" = 1 ]; then contenders+=(socksloop-copy); fi
+if [ "$STATIC" = 1 ]; then contenders+=(socksloop-static); fi
+contenders+=(threaded)
 if command -v microsocks >/dev/null; then
-  serve microsocks microsocks -i 127.0.0.1 -p "{port}"
+  contenders+=(microsocks)
 else
   echo "microsocks not installed (apt-get install microsocks): skipped" >&2
 fi
 if [ -n "$HEV" ]; then
-  serve hev "$HEV" "$CONF_DIR/hev-{port}.yml"
+  contenders+=(hev)
 else
   echo "HEV not set (path to a hev-socks5-server binary): skipped" >&2
 fi
 if command -v danted >/dev/null; then
-  serve dante danted -f "$CONF_DIR/dante-{port}.conf"
+  contenders+=(dante)
 else
   echo "danted not installed (apt-get install dante-server): skipped" >&2
 fi
+
+n=${#contenders[@]}
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS" >&2
+  for k in $(seq 0 $((n - 1))); do
+    contender "${contenders[$(((k + round - 1) % n))]}"
+  done
+done
 
 echo "results in $OUT" >&2

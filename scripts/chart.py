@@ -3,9 +3,11 @@
 
     python3 scripts/chart.py RESULTS.jsonl [docs/bench-chart.svg]
 
-Four panels: throughput and connection rate as bars in percent of `direct` (the loopback
-limit, measured with no proxy); handshake p99 latency; user-space memory per idle relay;
-the idle process's RSS (VmRSS before the memory workload opened its relays).
+Six panels: throughput and connection rate as bars in percent of `direct` (the loopback
+limit, measured with no proxy); the server's CPU seconds per GiB relayed (throughput cases,
+with --pid); the RTT p99 of an interactive ping-pong beside bulk downloads (latency under
+load); handshake p99 latency; user-space memory per idle relay; the idle process's RSS (VmRSS
+before the memory workload opened its relays).
 A case recorded several times for one server (e.g. memory, one fresh server per run) is
 reduced to its median record. Also prints the medians as a Markdown table on stdout.
 Needs matplotlib (`pip install matplotlib`).
@@ -69,6 +71,10 @@ def markdown(cases, labels, idle=None):
             cell = f"{r['value']:.{digits}f} {r['unit']}"
             if workload == "connrate":
                 cell += f" (p50 {r['handshake_p50_us']:.0f} / p99 {r['handshake_p99_us']:.0f} µs)"
+            if workload == "latency":
+                cell = f"p50 {r['ping_rtt_p50_us'] / 1000:.2f} / p99 {r['ping_rtt_p99_us'] / 1000:.2f} ms"
+            if workload == "throughput" and r.get("cpu_s_per_gib") is not None:
+                cell += f" ({r['cpu_s_per_gib']:.2f} s/GiB)"
             cells.append(cell)
         rows.append(f"| {workload} | {case} | " + " | ".join(cells) + " |")
     if idle:
@@ -105,9 +111,11 @@ def main():
 
     rate_cases = [k for k in cases if k[0] in ("throughput", "connrate")]
     lat_cases = [k for k in cases if k[0] == "connrate"]
+    tp_cases = [k for k in cases if k[0] == "throughput"]
+    load_cases = [k for k in cases if k[0] == "latency"]
     mem_cases = [k for k in cases if k[0] == "memory"]
 
-    fig, axes = plt.subplots(1, 4, figsize=(19, 5.5), gridspec_kw={"width_ratios": [3, 1.5, 1, 1]})
+    fig, axes = plt.subplots(1, 6, figsize=(28, 5.5), gridspec_kw={"width_ratios": [3, 1.6, 1, 1.5, 1, 1]})
 
     ax = axes[0]
     groups, values = [], []
@@ -124,6 +132,21 @@ def main():
     ax.set_title("Throughput and connection rate")
 
     ax = axes[1]
+    groups = [k[1] for k in tp_cases]
+    values = [{l: r.get("cpu_s_per_gib") for l, r in cases[k].items()} for k in tp_cases]
+    grouped_bars(ax, groups, labels, values, lambda v: f"{v:.2f}")
+    ax.set_ylabel("server CPU s per GiB relayed (lower is better)")
+    ax.set_title("CPU per byte")
+
+    ax = axes[2]
+    groups = [k[1] for k in load_cases]
+    values = [{l: (r.get("ping_rtt_p99_us") or 0) / 1000 or None for l, r in cases[k].items()} for k in load_cases]
+    grouped_bars(ax, groups, labels, values, lambda v: f"{v:.1f}")
+    ax.set_yscale("log")
+    ax.set_ylabel("ping RTT p99, ms (lower is better)")
+    ax.set_title("Latency under load")
+
+    ax = axes[3]
     groups = [k[1] for k in lat_cases]
     values = [{l: r.get("handshake_p99_us") for l, r in cases[k].items()} for k in lat_cases]
     grouped_bars(ax, groups, labels, values, lambda v: f"{v:.0f}")
@@ -131,14 +154,14 @@ def main():
     ax.set_ylabel("µs (lower is better)")
     ax.set_title("Handshake latency p99")
 
-    ax = axes[2]
+    ax = axes[4]
     groups = [k[1] for k in mem_cases]
     values = [{l: r["value"] for l, r in cases[k].items()} for k in mem_cases]
     grouped_bars(ax, groups, labels, values, lambda v: f"{v:.2f}" if v < 10 else f"{v:.1f}")
     ax.set_ylabel("KiB per idle relay, VmRSS (lower is better)")
     ax.set_title("Memory per relay")
 
-    ax = axes[3]
+    ax = axes[5]
     grouped_bars(ax, ["idle process"], labels, [idle], lambda v: f"{v:.2f}")
     ax.set_ylabel("MiB VmRSS, no client yet (lower is better)")
     ax.set_title("Idle RSS")
