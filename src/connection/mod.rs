@@ -79,7 +79,8 @@ const LINGER: Duration = Duration::from_secs(2);
 pub enum Step {
     /// Nothing more to do until the next event, answer or deadline.
     Wait,
-    /// Work is left (the fairness budget ran out): drive again soon, without waiting for an event.
+    /// Work is left (a quantum ran out): drive again in a later pass, without waiting for an
+    /// event (`crate::server::schedule`).
     Again,
     /// The connection is finished; the loop logs it and removes it.
     Close(CloseReason),

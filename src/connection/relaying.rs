@@ -7,9 +7,10 @@ use crate::timer::Deadline;
 
 use super::{CloseReason, Ctx, Outcome};
 
-/// How many bytes one connection may read per direction per wakeup before yielding the loop
-/// to others (fairness; 1 MiB keeps syscall overhead low and latency for others bounded).
-const RELAY_BUDGET: usize = 1 << 20;
+/// The quantum: bytes one relay may read per direction in one turn before it yields the loop
+/// to the others (`crate::server::schedule`). A connection woken behind N busy relays waits
+/// for at most N × 2 quanta of relaying.
+pub const QUANTUM: usize = 64 * 1024;
 
 /// A relay: the upstream (the CONNECT target, or the peer that connected to a BIND) and the
 /// two directions between it and the client.
@@ -54,7 +55,7 @@ impl<S: Stream> Relay<S> {
         deadline: &mut Deadline,
         ctx: &mut Ctx<'_, N>,
     ) -> Outcome<N> {
-        let (mut budget_up, mut budget_down) = (RELAY_BUDGET, RELAY_BUDGET);
+        let (mut budget_up, mut budget_down) = (QUANTUM, QUANTUM);
         let mut movers = ctx.movers();
         let up = relay::pump(client, &mut self.upstream, &mut self.up, &mut budget_up, &mut movers);
         let down = relay::pump(&mut self.upstream, client, &mut self.down, &mut budget_down, &mut movers);
@@ -74,8 +75,10 @@ impl<S: Stream> Relay<S> {
         if progress {
             ctx.rearm(deadline, ctx.config.idle_timeout);
         }
-        let more_up = budget_up == 0 && client.ready.readable;
-        let more_down = budget_down == 0 && self.upstream.ready.readable;
+        // Work is left only where the quantum ran out with the source still readable and
+        // nothing waiting for the destination (then the destination's edge wakes us instead).
+        let more_up = budget_up == 0 && client.ready.readable && !self.up.has_pending();
+        let more_down = budget_down == 0 && self.upstream.ready.readable && !self.down.has_pending();
         if more_up || more_down { Outcome::Again } else { Outcome::Wait }
     }
 

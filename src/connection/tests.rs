@@ -631,7 +631,8 @@ fn relay_backpressure_stops_reading_the_source() {
     rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
     assert_eq!(rig.drive(), &Step::Wait);
     assert_eq!(rig.client_got().len(), 1000);
-    let one_read = rig.scratch.len();
+    // One read: the scratch buffer, or the quantum if that is smaller.
+    let one_read = rig.scratch.len().min(super::relaying::QUANTUM);
     assert_eq!(upstream.unread(), 300_000 - one_read, "reading stopped while the client is full");
     assert!(rig.conn.buffered_bytes() <= 64 * 1024 + HEADER_ROOM, "bounded: {}", rig.conn.buffered_bytes());
     rig.client.set_room(usize::MAX);
@@ -642,6 +643,25 @@ fn relay_backpressure_stops_reading_the_source() {
     }
     assert_eq!(rig.client_got().len(), 300_000 - 1000, "nothing lost");
     assert_eq!(rig.conn.buffered_bytes(), 0, "drained: no memory held");
+}
+
+#[test]
+fn a_relay_yields_after_one_quantum_per_direction_and_says_work_is_left() {
+    let quantum = super::relaying::QUANTUM;
+    let (mut rig, upstream) = Rig::relaying();
+    rig.client.set_room(usize::MAX);
+    upstream.supply(&vec![1; 3 * quantum + 100]);
+    rig.conn.on_ready(Side::Upstream(0), Readiness::READABLE);
+    // One turn moves one quantum and asks for another turn: the source is still readable.
+    assert_eq!(rig.drive(), &Step::Again);
+    let mut got = rig.client_got().len();
+    assert_eq!(got, quantum);
+    assert_eq!(rig.drive(), &Step::Again);
+    assert_eq!(rig.drive(), &Step::Again);
+    // The last 100 bytes are a short read: the source is drained, nothing is left to do.
+    assert_eq!(rig.drive(), &Step::Wait);
+    got += rig.client_got().len();
+    assert_eq!(got, 3 * quantum + 100, "nothing lost");
 }
 
 // ---- BindWaiting -----------------------------------------------------------------------
