@@ -109,8 +109,11 @@ pub enum RelayMode {
     #[default]
     Copy,
     /// Linux only: `splice(2)` through a kernel pipe borrowed from the loop's pool; the bytes
-    /// never enter user space (`src/splice.rs`). Treated as `Copy` on other systems.
+    /// never enter user space (`src/relay/splice.rs`).
     Splice,
+    /// Linux only: splice a direction's bursts, copy its small messages
+    /// (`crate::relay`, `move_some`).
+    Auto,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -213,9 +216,11 @@ OPTIONS:
     --shutdown-grace SECS       On SIGINT/SIGTERM, stop accepting and let open connections
                                 finish for this long; a second signal stops at once.
                                 0 stops at once [default: 10]
-    --relay copy|splice         How relayed bytes move: copy (read/write through a buffer)
-                                or splice (Linux only: splice(2) through kernel pipes,
-                                borrowed only while bytes wait) [default: copy]
+    --relay auto|splice|copy    How relayed bytes move: copy (read/write through a buffer),
+                                splice (Linux only: splice(2) through kernel pipes,
+                                borrowed only while bytes wait), or auto (Linux only: splice
+                                a direction's bursts, copy its small messages)
+                                [default: copy]
 
 MONITORING:
     --metrics ADDR:PORT         Serve Prometheus metrics (text format 0.0.4) at
@@ -471,10 +476,11 @@ fn parse_relay_mode(s: &str) -> Result<RelayMode, String> {
     match s.to_ascii_lowercase().as_str() {
         "copy" => Ok(RelayMode::Copy),
         "splice" if cfg!(target_os = "linux") => Ok(RelayMode::Splice),
-        "splice" => {
-            Err("invalid value 'splice' for --relay: splice(2) is only available on Linux; use copy".into())
+        "auto" if cfg!(target_os = "linux") => Ok(RelayMode::Auto),
+        mode @ ("splice" | "auto") => {
+            Err(format!("invalid value '{mode}' for --relay: splice(2) is only available on Linux; use copy"))
         }
-        _ => Err(format!("invalid value '{s}' for --relay: expected copy or splice")),
+        _ => Err(format!("invalid value '{s}' for --relay: expected auto, splice or copy")),
     }
 }
 
@@ -603,12 +609,15 @@ mod tests {
         assert_eq!(config(&[]).relay_mode, RelayMode::default());
         assert_eq!(config(&["--relay", "copy"]).relay_mode, RelayMode::Copy);
         let err = parse(&["--relay", "zerocopy"]).expect_err("unknown mode");
-        assert!(err.0.contains("--relay") && err.0.contains("copy or splice"), "{err}");
+        assert!(err.0.contains("--relay") && err.0.contains("auto, splice or copy"), "{err}");
         if cfg!(target_os = "linux") {
             assert_eq!(config(&["--relay=splice"]).relay_mode, RelayMode::Splice);
+            assert_eq!(config(&["--relay", "auto"]).relay_mode, RelayMode::Auto);
         } else {
-            let err = parse(&["--relay", "splice"]).expect_err("Linux only");
-            assert!(err.0.contains("only available on Linux"), "{err}");
+            for mode in ["splice", "auto"] {
+                let err = parse(&["--relay", mode]).expect_err("Linux only");
+                assert!(err.0.contains("only available on Linux"), "{err}");
+            }
         }
     }
 

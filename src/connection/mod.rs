@@ -127,7 +127,7 @@ pub struct Ctx<'a, N: Net> {
     pub timers: &'a mut Timers,
     /// Loop-owned buffer for relay reads and datagrams, shared by all connections.
     pub scratch: &'a mut [u8],
-    /// The loop's kernel pipes, present on the splice path (`--relay splice`).
+    /// The loop's kernel pipes, present on the splice path (`--relay splice` and `auto`).
     #[cfg(target_os = "linux")]
     pub pipes: Option<&'a mut crate::relay::splice::PipePool>,
     pub config: &'a Config,
@@ -162,6 +162,8 @@ impl<N: Net> Ctx<'_, N> {
             scratch: self.scratch,
             #[cfg(target_os = "linux")]
             pipes: self.pipes.as_deref_mut(),
+            #[cfg(target_os = "linux")]
+            adaptive: self.config.relay_mode == crate::config::RelayMode::Auto,
         }
     }
 }

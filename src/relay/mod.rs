@@ -91,6 +91,10 @@ pub struct Direction {
     /// Bytes waiting in a borrowed kernel pipe (splice path).
     #[cfg(target_os = "linux")]
     parked: splice::Parked,
+    /// `--relay auto`: the source showed a burst (a copy filled the whole request), so the
+    /// next moves splice; a splice that finds the source empty ends the burst.
+    #[cfg(target_os = "linux")]
+    bulk: bool,
     /// The source has sent FIN.
     pub eof: bool,
     /// We have shut the destination down for writing (after `eof` and a full flush).
@@ -166,9 +170,12 @@ impl Direction {
 /// loop's pipe pool. Lent by the loop for one pump.
 pub struct Movers<'a> {
     pub scratch: &'a mut [u8],
-    /// `Some` on the splice path (`--relay splice`).
+    /// `Some` on the splice path (`--relay splice` and `auto`).
     #[cfg(target_os = "linux")]
     pub pipes: Option<&'a mut splice::PipePool>,
+    /// `--relay auto`: splice only a direction's bursts, copy the rest.
+    #[cfg(target_os = "linux")]
+    pub adaptive: bool,
 }
 
 /// What one "move some bytes" step did.
@@ -250,6 +257,13 @@ fn pump_until_blocked<S: Stream, D: Stream>(
 
 /// Step 4: splice through a borrowed pipe when on the splice path and a pipe can be had,
 /// else copy through the scratch buffer.
+///
+/// `--relay auto` splices only bursts: a direction starts on copy, and a copy that filled
+/// the whole request (the source had at least that much queued) marks it `bulk`, so its next
+/// moves splice; a splice that finds the source empty (`EAGAIN`) ends the burst, and the
+/// next one starts on copy again. Small messages (a handshake's, a keystroke's, a short
+/// request's) are copied, where a short read proves the source empty and saves the read
+/// that could only say `EAGAIN`; a splice cannot tell.
 fn move_some<S: Stream, D: Stream>(
     src: &mut End<S>,
     dst: &mut End<D>,
@@ -259,11 +273,21 @@ fn move_some<S: Stream, D: Stream>(
 ) -> Moved {
     #[cfg(target_os = "linux")]
     if let Some(pool) = movers.pipes.as_deref_mut()
+        && (dir.bulk || !movers.adaptive)
         && dir.parked.borrow_pipe(pool)
     {
-        return dir.parked.fill_from(src, budget);
+        let moved = dir.parked.fill_from(src, budget);
+        if matches!(moved, Moved::WouldBlock) {
+            dir.bulk = false;
+        }
+        return moved;
     }
-    copy_some(src, dst, dir, budget, movers.scratch)
+    let moved = copy_some(src, dst, dir, budget, movers.scratch);
+    #[cfg(target_os = "linux")]
+    if movers.adaptive && matches!(moved, Moved::Some { drained: false, .. }) {
+        dir.bulk = true;
+    }
+    moved
 }
 
 /// Read into `scratch`, write straight through, and queue only what the destination refused.
@@ -311,6 +335,8 @@ mod tests {
             scratch,
             #[cfg(target_os = "linux")]
             pipes: None,
+            #[cfg(target_os = "linux")]
+            adaptive: false,
         }
     }
 

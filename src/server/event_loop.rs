@@ -87,7 +87,7 @@ pub struct EventLoop {
     /// first connection is driven: `calloc` zeroes (touches) it, and a proxy nobody has used
     /// yet should not carry those pages in its RSS.
     scratch: Box<[u8]>,
-    /// Kernel pipes lent to relays on the splice path (`--relay splice`).
+    /// Kernel pipes lent to relays on the splice path (`--relay splice` and `auto`).
     #[cfg(target_os = "linux")]
     pipes: Option<crate::relay::splice::PipePool>,
     config: Config,
@@ -135,7 +135,7 @@ impl EventLoop {
             None => None,
         };
         #[cfg(target_os = "linux")]
-        let pipes = (config.relay_mode == RelayMode::Splice)
+        let pipes = (config.relay_mode != RelayMode::Copy)
             .then(|| crate::relay::splice::PipePool::new(nofile, config.workers));
         Ok(EventLoop {
             index,
