@@ -103,17 +103,24 @@ pub enum LogFormat {
 }
 
 /// How a relay moves bytes (`--relay`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayMode {
-    /// `read` into the loop's scratch buffer, `write` out: portable, the default.
-    #[default]
+    /// `read` into the loop's scratch buffer, `write` out: portable, the default off Linux.
     Copy,
     /// Linux only: `splice(2)` through a kernel pipe borrowed from the loop's pool; the bytes
     /// never enter user space (`src/relay/splice.rs`).
     Splice,
-    /// Linux only: splice a direction's bursts, copy its small messages
-    /// (`crate::relay`, `move_some`).
+    /// Linux only, and the default there: splice a direction's bursts, copy its small
+    /// messages (`crate::relay`, `move_some`).
     Auto,
+}
+
+impl Default for RelayMode {
+    /// The cheapest relay per byte where it exists (`docs/benchmarks.md`, "The default
+    /// relay"): `auto` on Linux, `copy` elsewhere.
+    fn default() -> RelayMode {
+        if cfg!(target_os = "linux") { RelayMode::Auto } else { RelayMode::Copy }
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -220,7 +227,7 @@ OPTIONS:
                                 splice (Linux only: splice(2) through kernel pipes,
                                 borrowed only while bytes wait), or auto (Linux only: splice
                                 a direction's bursts, copy its small messages)
-                                [default: copy]
+                                [default: auto on Linux, copy elsewhere]
 
 MONITORING:
     --metrics ADDR:PORT         Serve Prometheus metrics (text format 0.0.4) at
@@ -606,7 +613,8 @@ mod tests {
 
     #[test]
     fn relay_mode() {
-        assert_eq!(config(&[]).relay_mode, RelayMode::default());
+        let default = if cfg!(target_os = "linux") { RelayMode::Auto } else { RelayMode::Copy };
+        assert_eq!(config(&[]).relay_mode, default);
         assert_eq!(config(&["--relay", "copy"]).relay_mode, RelayMode::Copy);
         let err = parse(&["--relay", "zerocopy"]).expect_err("unknown mode");
         assert!(err.0.contains("--relay") && err.0.contains("auto, splice or copy"), "{err}");
