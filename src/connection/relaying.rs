@@ -57,7 +57,10 @@ impl<S: Stream> Relay<S> {
     ) -> Outcome<N> {
         let (mut budget_up, mut budget_down) = (QUANTUM, QUANTUM);
         let mut movers = ctx.movers();
+        // The direction that finishes second ends the relay: its FIN goes with the close.
+        self.up.last = self.down.is_done();
         let up = relay::pump(client, &mut self.upstream, &mut self.up, &mut budget_up, &mut movers);
+        self.down.last = self.up.is_done();
         let down = relay::pump(&mut self.upstream, client, &mut self.down, &mut budget_down, &mut movers);
         let progress = match (up, down) {
             (Ok(a), Ok(b)) => a || b,

@@ -99,6 +99,9 @@ pub struct Direction {
     pub eof: bool,
     /// We have shut the destination down for writing (after `eof` and a full flush).
     pub shut: bool,
+    /// The other direction is done, so this one finishing ends the relay, whose sockets are
+    /// then closed, which sends the FIN: the half-close needs no `shutdown` call.
+    pub last: bool,
     /// Bytes delivered to the destination.
     pub delivered: u64,
 }
@@ -152,12 +155,17 @@ impl Direction {
     }
 
     /// The source has ended and everything is delivered: shut the destination down for
-    /// writing (TCP half-close), once. Returns whether this call did it.
+    /// writing (TCP half-close), once. Returns whether this call did it. When this direction
+    /// is the `last`, closing the socket sends the FIN instead (its receive queue is empty:
+    /// the other direction read it to EOF, so the close is not a reset).
     fn half_close_once<D: Stream>(&mut self, dst: &End<D>) -> io::Result<bool> {
         if self.shut {
             return Ok(false);
         }
         self.shut = true;
+        if self.last {
+            return Ok(true);
+        }
         match dst.socket.shutdown_write() {
             // The destination may already be fully gone; the other direction will notice.
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
