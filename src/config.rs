@@ -119,14 +119,24 @@ pub enum LogFormat {
 }
 
 /// How a relay moves bytes (`--relay`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayMode {
-    /// `read` into the loop's scratch buffer, `write` out: portable, the default.
-    #[default]
+    /// `read` into the loop's scratch buffer, `write` out: portable, the default off Linux.
     Copy,
     /// Linux only: `splice(2)` through a kernel pipe borrowed from the loop's pool; the bytes
-    /// never enter user space (`src/splice.rs`). Treated as `Copy` on other systems.
+    /// never enter user space (`src/relay/splice.rs`).
     Splice,
+    /// Linux only, and the default there: splice a direction's bursts, copy its small
+    /// messages (`crate::relay`, `move_some`).
+    Auto,
+}
+
+impl Default for RelayMode {
+    /// The cheapest relay per byte where it exists (`docs/benchmarks.md`, "The default
+    /// relay"): `auto` on Linux, `copy` elsewhere.
+    fn default() -> RelayMode {
+        if cfg!(target_os = "linux") { RelayMode::Auto } else { RelayMode::Copy }
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -252,9 +262,11 @@ OPTIONS:
     --shutdown-grace SECS       On SIGINT/SIGTERM, stop accepting and let open connections
                                 finish for this long; a second signal stops at once.
                                 0 stops at once [default: 10]
-    --relay copy|splice         How relayed bytes move: copy (read/write through a buffer)
-                                or splice (Linux only: splice(2) through kernel pipes,
-                                borrowed only while bytes wait) [default: copy]
+    --relay auto|splice|copy    How relayed bytes move: copy (read/write through a buffer),
+                                splice (Linux only: splice(2) through kernel pipes,
+                                borrowed only while bytes wait), or auto (Linux only: splice
+                                a direction's bursts, copy its small messages)
+                                [default: auto on Linux, copy elsewhere]
 
 MONITORING:
     --metrics ADDR:PORT         Serve Prometheus metrics (text format 0.0.4) at
@@ -625,10 +637,11 @@ fn parse_relay_mode(s: &str) -> Result<RelayMode, String> {
     match s.to_ascii_lowercase().as_str() {
         "copy" => Ok(RelayMode::Copy),
         "splice" if cfg!(target_os = "linux") => Ok(RelayMode::Splice),
-        "splice" => {
-            Err("invalid value 'splice' for --relay: splice(2) is only available on Linux; use copy".into())
+        "auto" if cfg!(target_os = "linux") => Ok(RelayMode::Auto),
+        mode @ ("splice" | "auto") => {
+            Err(format!("invalid value '{mode}' for --relay: splice(2) is only available on Linux; use copy"))
         }
-        _ => Err(format!("invalid value '{s}' for --relay: expected copy or splice")),
+        _ => Err(format!("invalid value '{s}' for --relay: expected auto, splice or copy")),
     }
 }
 
@@ -754,15 +767,19 @@ mod tests {
 
     #[test]
     fn relay_mode() {
-        assert_eq!(config(&[]).relay_mode, RelayMode::default());
+        let default = if cfg!(target_os = "linux") { RelayMode::Auto } else { RelayMode::Copy };
+        assert_eq!(config(&[]).relay_mode, default);
         assert_eq!(config(&["--relay", "copy"]).relay_mode, RelayMode::Copy);
         let err = parse(&["--relay", "zerocopy"]).expect_err("unknown mode");
-        assert!(err.0.contains("--relay") && err.0.contains("copy or splice"), "{err}");
+        assert!(err.0.contains("--relay") && err.0.contains("auto, splice or copy"), "{err}");
         if cfg!(target_os = "linux") {
             assert_eq!(config(&["--relay=splice"]).relay_mode, RelayMode::Splice);
+            assert_eq!(config(&["--relay", "auto"]).relay_mode, RelayMode::Auto);
         } else {
-            let err = parse(&["--relay", "splice"]).expect_err("Linux only");
-            assert!(err.0.contains("only available on Linux"), "{err}");
+            for mode in ["splice", "auto"] {
+                let err = parse(&["--relay", mode]).expect_err("Linux only");
+                assert!(err.0.contains("only available on Linux"), "{err}");
+            }
         }
     }
 

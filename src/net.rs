@@ -136,13 +136,24 @@ impl<S> End<S> {
 impl<S: Read + Write> End<S> {
     /// Read if the socket is known readable; a `WouldBlock` clears the flag. Returns
     /// `WouldBlock` without a syscall when the flag is already clear.
+    ///
+    /// On Linux a short read (fewer bytes than asked for) clears the flag too: it emptied the
+    /// receive queue, and every later arrival raises a new edge, so the next read could only
+    /// say `WouldBlock` (the relay's short-read rule, `crate::relay`, for every phase: a
+    /// handshake message read whole is not followed by a read for `EAGAIN`). Not once the
+    /// peer's FIN or an error was reported (`peer_closed`): nothing raises an edge for those
+    /// again.
     pub fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
         if !self.ready.readable {
             return ReadOutcome::WouldBlock;
         }
         let outcome = read(&mut self.socket, buf);
-        if matches!(outcome, ReadOutcome::WouldBlock) {
-            self.ready.readable = false;
+        match outcome {
+            ReadOutcome::WouldBlock => self.ready.readable = false,
+            ReadOutcome::Data(n) if n < buf.len() && cfg!(target_os = "linux") && !self.ready.peer_closed => {
+                self.ready.readable = false;
+            }
+            _ => {}
         }
         outcome
     }

@@ -84,7 +84,8 @@ const LINGER: Duration = Duration::from_secs(2);
 pub enum Step {
     /// Nothing more to do until the next event, answer or deadline.
     Wait,
-    /// Work is left (the fairness budget ran out): drive again soon, without waiting for an event.
+    /// Work is left (a quantum ran out): drive again in a later pass, without waiting for an
+    /// event (`crate::server::schedule`).
     Again,
     /// The connection is finished; the loop logs it and removes it.
     Close(CloseReason),
@@ -133,7 +134,7 @@ pub struct Ctx<'a, N: Net> {
     pub timers: &'a mut Timers,
     /// Loop-owned buffer for relay reads and datagrams, shared by all connections.
     pub scratch: &'a mut [u8],
-    /// The loop's kernel pipes, present on the splice path (`--relay splice`).
+    /// The loop's kernel pipes, present on the splice path (`--relay splice` and `auto`).
     #[cfg(target_os = "linux")]
     pub pipes: Option<&'a mut crate::relay::splice::PipePool>,
     pub config: &'a Config,
@@ -170,6 +171,8 @@ impl<N: Net> Ctx<'_, N> {
             scratch: self.scratch,
             #[cfg(target_os = "linux")]
             pipes: self.pipes.as_deref_mut(),
+            #[cfg(target_os = "linux")]
+            adaptive: self.config.relay_mode == crate::config::RelayMode::Auto,
         }
     }
 }

@@ -15,9 +15,14 @@ use crate::timer::Deadline;
 
 use super::{CloseReason, Ctx, Outcome};
 
-/// How many bytes one connection may read per direction per wakeup before yielding the loop
-/// to others (fairness; 1 MiB keeps syscall overhead low and latency for others bounded).
-const RELAY_BUDGET: usize = 1 << 20;
+/// The quantum: bytes one relay may read per direction in one turn before it yields the loop
+/// to the others (`crate::server::schedule`). A connection woken behind N busy relays waits
+/// for at most N × 2 quanta of relaying.
+pub const QUANTUM: usize = 64 * 1024;
+
+/// The largest grant a rate-limited direction takes from its user's bucket at once
+/// (`src/ratelimit.rs` sizes grants at a 64th of a second of the rate, up to this).
+const MAX_GRANT: usize = 1 << 20;
 
 /// A relay: the upstream (the CONNECT target, or the peer that connected to a BIND) and the
 /// two directions between it and the client.
@@ -69,19 +74,29 @@ impl<S: Stream> Relay<S> {
         deadline: &mut Deadline,
         ctx: &mut Ctx<'_, N>,
     ) -> Outcome<N> {
-        let (mut budget_up, mut budget_down) = (RELAY_BUDGET, RELAY_BUDGET);
+        let (mut budget_up, mut budget_down) = (QUANTUM, QUANTUM);
         let now = ctx.now;
+        // A rate-limited relay reads what its grant allows, at most one quantum per turn: the
+        // grant (up to a 64th of a second of the rate) outlives the turn, the quantum is the
+        // loop's fairness bound.
+        let mut opened = (0, 0);
         if let Some(throttle) = self.throttle.as_deref_mut() {
-            budget_up = throttle.open(Way::Up, wants(client, &self.up), now, RELAY_BUDGET);
-            budget_down = throttle.open(Way::Down, wants(&self.upstream, &self.down), now, RELAY_BUDGET);
+            opened.0 = throttle.open(Way::Up, wants(client, &self.up), now, MAX_GRANT);
+            opened.1 = throttle.open(Way::Down, wants(&self.upstream, &self.down), now, MAX_GRANT);
+            (budget_up, budget_down) = (opened.0.min(QUANTUM), opened.1.min(QUANTUM));
         }
-        let opened = (budget_up, budget_down);
+        let given = (budget_up, budget_down);
         let mut movers = ctx.movers();
+        // The direction that finishes second ends the relay: its FIN goes with the close.
+        self.up.last = self.down.is_done();
         let up = relay::pump(client, &mut self.upstream, &mut self.up, &mut budget_up, &mut movers);
+        self.down.last = self.up.is_done();
         let down = relay::pump(&mut self.upstream, client, &mut self.down, &mut budget_down, &mut movers);
         if let Some(throttle) = self.throttle.as_deref_mut() {
-            throttle.settle(Way::Up, opened.0, budget_up, !self.up.eof);
-            throttle.settle(Way::Down, opened.1, budget_down, !self.down.eof);
+            // What is left of the grant: what it opened less what this turn read.
+            let left = (opened.0 - (given.0 - budget_up), opened.1 - (given.1 - budget_down));
+            throttle.settle(Way::Up, opened.0, left.0, !self.up.eof);
+            throttle.settle(Way::Down, opened.1, left.1, !self.down.eof);
         }
         let progress = match (up, down) {
             (Ok(a), Ok(b)) => a || b,
@@ -100,18 +115,21 @@ impl<S: Stream> Relay<S> {
             ctx.rearm(deadline, ctx.config.idle_timeout);
         }
         let (more_up, more_down) = match self.throttle.as_deref_mut() {
-            None => {
-                (budget_up == 0 && client.ready.readable, budget_down == 0 && self.upstream.ready.readable)
-            }
+            // Work is left only where the quantum ran out with the source still readable and
+            // nothing waiting for the destination (then the destination's edge wakes us instead).
+            None => (
+                budget_up == 0 && client.ready.readable && !self.up.has_pending(),
+                budget_down == 0 && self.upstream.ready.readable && !self.down.has_pending(),
+            ),
             Some(throttle) => {
                 // A direction that would read on takes its next grant now: come back at once
                 // if it is there, else (reserved) the loop wakes the relay when it is due.
                 let more_up = budget_up == 0
                     && wants(client, &self.up)
-                    && throttle.open(Way::Up, true, now, RELAY_BUDGET) > 0;
+                    && throttle.open(Way::Up, true, now, MAX_GRANT) > 0;
                 let more_down = budget_down == 0
                     && wants(&self.upstream, &self.down)
-                    && throttle.open(Way::Down, true, now, RELAY_BUDGET) > 0;
+                    && throttle.open(Way::Down, true, now, MAX_GRANT) > 0;
                 // A waiting direction is woken by the loop, not polled; the idle deadline is
                 // kept beyond its wake-up (a throttled relay is not idle).
                 for way in [Way::Up, Way::Down] {

@@ -91,10 +91,17 @@ pub struct Direction {
     /// Bytes waiting in a borrowed kernel pipe (splice path).
     #[cfg(target_os = "linux")]
     parked: splice::Parked,
+    /// `--relay auto`: the source showed a burst (a copy filled the whole request), so the
+    /// next moves splice; a splice that finds the source empty ends the burst.
+    #[cfg(target_os = "linux")]
+    bulk: bool,
     /// The source has sent FIN.
     pub eof: bool,
     /// We have shut the destination down for writing (after `eof` and a full flush).
     pub shut: bool,
+    /// The other direction is done, so this one finishing ends the relay, whose sockets are
+    /// then closed, which sends the FIN: the half-close needs no `shutdown` call.
+    pub last: bool,
     /// Bytes delivered to the destination.
     pub delivered: u64,
 }
@@ -148,12 +155,17 @@ impl Direction {
     }
 
     /// The source has ended and everything is delivered: shut the destination down for
-    /// writing (TCP half-close), once. Returns whether this call did it.
+    /// writing (TCP half-close), once. Returns whether this call did it. When this direction
+    /// is the `last`, closing the socket sends the FIN instead (its receive queue is empty:
+    /// the other direction read it to EOF, so the close is not a reset).
     fn half_close_once<D: Stream>(&mut self, dst: &End<D>) -> io::Result<bool> {
         if self.shut {
             return Ok(false);
         }
         self.shut = true;
+        if self.last {
+            return Ok(true);
+        }
         match dst.socket.shutdown_write() {
             // The destination may already be fully gone; the other direction will notice.
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
@@ -166,9 +178,12 @@ impl Direction {
 /// loop's pipe pool. Lent by the loop for one pump.
 pub struct Movers<'a> {
     pub scratch: &'a mut [u8],
-    /// `Some` on the splice path (`--relay splice`).
+    /// `Some` on the splice path (`--relay splice` and `auto`).
     #[cfg(target_os = "linux")]
     pub pipes: Option<&'a mut splice::PipePool>,
+    /// `--relay auto`: splice only a direction's bursts, copy the rest.
+    #[cfg(target_os = "linux")]
+    pub adaptive: bool,
 }
 
 /// What one "move some bytes" step did.
@@ -250,6 +265,13 @@ fn pump_until_blocked<S: Stream, D: Stream>(
 
 /// Step 4: splice through a borrowed pipe when on the splice path and a pipe can be had,
 /// else copy through the scratch buffer.
+///
+/// `--relay auto` splices only bursts: a direction starts on copy, and a copy that filled
+/// the whole request (the source had at least that much queued) marks it `bulk`, so its next
+/// moves splice; a splice that finds the source empty (`EAGAIN`) ends the burst, and the
+/// next one starts on copy again. Small messages (a handshake's, a keystroke's, a short
+/// request's) are copied, where a short read proves the source empty and saves the read
+/// that could only say `EAGAIN`; a splice cannot tell.
 fn move_some<S: Stream, D: Stream>(
     src: &mut End<S>,
     dst: &mut End<D>,
@@ -259,11 +281,21 @@ fn move_some<S: Stream, D: Stream>(
 ) -> Moved {
     #[cfg(target_os = "linux")]
     if let Some(pool) = movers.pipes.as_deref_mut()
+        && (dir.bulk || !movers.adaptive)
         && dir.parked.borrow_pipe(pool)
     {
-        return dir.parked.fill_from(src, budget);
+        let moved = dir.parked.fill_from(src, budget);
+        if matches!(moved, Moved::WouldBlock) {
+            dir.bulk = false;
+        }
+        return moved;
     }
-    copy_some(src, dst, dir, budget, movers.scratch)
+    let moved = copy_some(src, dst, dir, budget, movers.scratch);
+    #[cfg(target_os = "linux")]
+    if movers.adaptive && matches!(moved, Moved::Some { drained: false, .. }) {
+        dir.bulk = true;
+    }
+    moved
 }
 
 /// Read into `scratch`, write straight through, and queue only what the destination refused.
@@ -311,6 +343,8 @@ mod tests {
             scratch,
             #[cfg(target_os = "linux")]
             pipes: None,
+            #[cfg(target_os = "linux")]
+            adaptive: false,
         }
     }
 

@@ -332,6 +332,8 @@ mod tests {
         dir: Direction,
         pool: PipePool,
         scratch: Vec<u8>,
+        /// `--relay auto` instead of `splice`.
+        adaptive: bool,
     }
 
     impl Rig {
@@ -350,6 +352,7 @@ mod tests {
                 dir: Direction::default(),
                 pool,
                 scratch: vec![0; 4096],
+                adaptive: false,
             }
         }
 
@@ -362,7 +365,8 @@ mod tests {
         fn pump_with_budget(&mut self, budget: &mut usize) -> io::Result<bool> {
             self.src.ready = Readiness::BOTH;
             self.dst.ready = Readiness::BOTH;
-            let mut movers = Movers { scratch: &mut self.scratch, pipes: Some(&mut self.pool) };
+            let adaptive = self.adaptive;
+            let mut movers = Movers { scratch: &mut self.scratch, pipes: Some(&mut self.pool), adaptive };
             pump(&mut self.src, &mut self.dst, &mut self.dir, budget, &mut movers)
         }
 
@@ -516,6 +520,40 @@ mod tests {
         let mut got = Vec::new();
         rig.dst_peer.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"copied anyway");
+    }
+
+    /// `--relay auto`: a small message is copied (no pipe is ever made); a burst larger than
+    /// the scratch buffer is spliced after its first copy; the splice that finds the source
+    /// empty ends the burst, and the next small message is copied again.
+    #[test]
+    fn auto_copies_small_messages_and_splices_bursts() {
+        let mut rig = Rig::new();
+        rig.adaptive = true;
+        let opened = |rig: &Rig| rig.pool.open.load(Ordering::Relaxed);
+        rig.src_peer.write_all(b"small").unwrap();
+        rig.pump_until(|r| r.dir.delivered == 5);
+        assert_eq!(opened(&rig), 0, "a small message is copied");
+        assert!(!rig.dir.bulk);
+
+        let burst: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
+        rig.src_peer.write_all(&burst).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut budget = rig.scratch.len();
+        rig.pump_with_budget(&mut budget).unwrap();
+        assert!(rig.dir.bulk, "a full copy starts a burst");
+        assert_eq!(opened(&rig), 0, "its first bytes were copied");
+        rig.pump_until(|r| r.dir.delivered == 5 + burst.len() as u64);
+        assert_eq!(opened(&rig), 1, "the rest was spliced");
+        rig.pump().unwrap();
+        assert!(!rig.dir.bulk, "the splice that found nothing ended the burst");
+
+        rig.src_peer.write_all(b"tail").unwrap();
+        rig.src_peer.shutdown(Shutdown::Write).unwrap();
+        rig.pump_until(|r| r.dir.is_done());
+        let mut got = Vec::new();
+        rig.dst_peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, [&b"small"[..], &burst, b"tail"].concat(), "in order, nothing lost");
+        assert!(!rig.dir.holds_pipe(), "the pipe went back to the pool");
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //!
 //! 1. `poll` until an event, or until the next deadline (zero when work is left over); after a
 //!    reload, take the new settings and end the connections of revoked users;
-//! 2. dispatch each event: accept on listeners, drive the connection a token names;
-//! 3. drive connections that ran out of their fairness budget last time;
+//! 2. dispatch each event: accept on listeners; for a connection's socket, record the
+//!    readiness and wake the connection (queue it for a turn, once);
+//! 3. give turns from the run queue ([`super::schedule`]): connections woken by events first,
+//!    then those whose last turn left work, round robin, each at most one turn, within the
+//!    pass's budget; one whose turn leaves work waits for the next pass;
 //! 4. fire due deadlines (connections', the DNS client's, scrapes', a user's expiry) and
 //!    wake-ups (rate-limited relays whose grant is due);
 //! 5. hand resolver answers and password verdicts to their connections;
@@ -34,6 +37,7 @@ use mio::{Events, Interest, Poll, Registry, Waker};
 use slab::Slab;
 
 use super::accept::{self, Acceptor};
+use super::schedule::RunQueue;
 use super::{Control, Shared};
 use crate::config::{Config, LogFormat, RelayMode};
 use crate::connection::{self, Connection, Ctx, Lookups, Resolution, Step};
@@ -96,7 +100,7 @@ pub struct EventLoop {
     /// first connection is driven: `calloc` zeroes (touches) it, and a proxy nobody has used
     /// yet should not carry those pages in its RSS.
     scratch: Box<[u8]>,
-    /// Kernel pipes lent to relays on the splice path (`--relay splice`).
+    /// Kernel pipes lent to relays on the splice path (`--relay splice` and `auto`).
     #[cfg(target_os = "linux")]
     pipes: Option<crate::relay::splice::PipePool>,
     config: Config,
@@ -113,8 +117,8 @@ pub struct EventLoop {
     expiry_check_at: Option<Instant>,
     /// Keys closed during this pass, removed at its end.
     closing: Vec<usize>,
-    /// Keys whose fairness budget ran out: drive again without waiting for an event.
-    ready_again: Vec<usize>,
+    /// Connections woken (an event, or work left after their turn) waiting for a turn.
+    run_queue: RunQueue,
     control: Arc<Control>,
     /// Set once draining has begun: when it must end.
     drain_deadline: Option<Instant>,
@@ -155,7 +159,7 @@ impl EventLoop {
             None => None,
         };
         #[cfg(target_os = "linux")]
-        let pipes = (config.relay_mode == RelayMode::Splice)
+        let pipes = (config.relay_mode != RelayMode::Copy)
             .then(|| crate::relay::splice::PipePool::new(nofile, config.workers));
         Ok(EventLoop {
             index,
@@ -181,7 +185,7 @@ impl EventLoop {
             next_expiry: None,
             expiry_check_at: None,
             closing: Vec::new(),
-            ready_again: Vec::new(),
+            run_queue: RunQueue::default(),
             control: shared.control,
             drain_deadline: None,
             now: Instant::now(),
@@ -226,7 +230,7 @@ impl EventLoop {
             for event in events.iter() {
                 self.dispatch(event);
             }
-            self.drive_ready_again();
+            self.give_turns();
             self.fire_timers();
             self.fire_wakes();
             self.check_expiries();
@@ -331,7 +335,7 @@ impl EventLoop {
     /// Sleep until the next deadline (or the watchdog's wake-up), not at all if work is left
     /// over.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready_again.is_empty() {
+        if self.run_queue.has_work() {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -369,22 +373,26 @@ impl EventLoop {
                 }
             }
             Target::Conn(key, side) => {
-                // Every event is a hint: the connection may be gone or closing already.
-                match self.conns.get_mut(key) {
-                    Some(conn) if !conn.is_closed() => conn.on_ready(side, Readiness::of_event(event)),
-                    _ => return,
+                // Every event is a hint: the connection may be gone or closing already. It is
+                // driven in its turn, after every event of this batch is recorded: once, even
+                // if several of its sockets are in the batch.
+                if let Some(conn) = self.conns.get_mut(key)
+                    && !conn.is_closed()
+                {
+                    conn.on_ready(side, Readiness::of_event(event));
+                    self.run_queue.wake(key, conn.id);
                 }
-                self.drive(key);
             }
         }
     }
 
     /// Run `f` on connection `key` with a context borrowed from the loop, then act on the step.
+    /// Returns the payload bytes this drive delivered (what a turn is charged).
     fn with_conn(
         &mut self,
         key: usize,
         f: impl FnOnce(&mut Connection<Registry>, &mut Ctx<'_, Registry>) -> Step,
-    ) {
+    ) -> u64 {
         let EventLoop {
             poll,
             conns,
@@ -398,11 +406,12 @@ impl EventLoop {
             usage,
             now,
             metrics,
+            run_queue,
             ..
         } = self;
-        let Some(conn) = conns.get_mut(key) else { return };
+        let Some(conn) = conns.get_mut(key) else { return 0 };
         if conn.is_closed() {
-            return;
+            return 0;
         }
         if scratch.is_empty() {
             *scratch = vec![0; SCRATCH_SIZE].into_boxed_slice();
@@ -430,11 +439,12 @@ impl EventLoop {
             key,
             conn: conn.id,
         };
-        // What this drive did is the difference between two tallies (only with --metrics).
-        let before = metrics.as_ref().map(|_| conn.tally());
+        // What this drive did is the difference between two tallies: the bytes it relayed
+        // are charged to the pass's budget, and with --metrics all of it is counted.
+        let before = conn.tally();
         let step = f(conn, &mut ctx);
-        if let (Some(metrics), Some(before)) = (metrics.as_deref(), before) {
-            let after = conn.tally();
+        let after = conn.tally();
+        if let Some(metrics) = metrics.as_deref() {
             metrics.on_progress(&before, &after);
             if let Some(user) = conn.user_usage() {
                 user.add_bytes(
@@ -443,9 +453,10 @@ impl EventLoop {
                 );
             }
         }
+        let moved = (after.bytes_up - before.bytes_up) + (after.bytes_down - before.bytes_down);
         match step {
             Step::Wait => {}
-            Step::Again => self.ready_again.push(key),
+            Step::Again => run_queue.requeue(key, conn.id),
             Step::Close(reason) => {
                 // Formatting costs even when the line is filtered out: skip it at warn. The
                 // logger only formats and queues: a blocked output cannot stall the loop.
@@ -468,15 +479,23 @@ impl EventLoop {
                 self.closing.push(key);
             }
         }
+        moved
     }
 
-    fn drive(&mut self, key: usize) {
-        self.with_conn(key, |conn, ctx| conn.drive(ctx));
+    fn drive(&mut self, key: usize) -> u64 {
+        self.with_conn(key, |conn, ctx| conn.drive(ctx))
     }
 
-    fn drive_ready_again(&mut self) {
-        for key in std::mem::take(&mut self.ready_again) {
-            self.drive(key);
+    /// Step 3 of a pass: drive the queued connections in order, each at most once, until the
+    /// pass has given every turn it may or spent its byte budget. What is left keeps its
+    /// place, and the loop polls (without sleeping) before the next pass.
+    fn give_turns(&mut self) {
+        self.run_queue.begin_pass();
+        while let Some((key, id)) = self.run_queue.next_turn() {
+            if self.conns.get(key).is_some_and(|conn| conn.id == id) {
+                let moved = self.drive(key);
+                self.run_queue.charge(moved);
+            }
         }
     }
 
@@ -493,11 +512,13 @@ impl EventLoop {
         }
     }
 
-    /// Drive the connections whose wake-up is due (rate-limited relays whose grant is due).
+    /// Queue the connections whose wake-up is due (rate-limited relays whose grant is due) for
+    /// a turn, like a readiness event: the run queue gives it in the next pass (the poll does
+    /// not sleep while it has work), so no connection gets two turns in one pass.
     fn fire_wakes(&mut self) {
         while let Some((key, id)) = self.timers.pop_wake(self.now) {
             if self.conns.get(key).is_some_and(|conn| conn.id == id) {
-                self.drive(key);
+                self.run_queue.wake(key, id);
             }
         }
     }

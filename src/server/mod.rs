@@ -10,6 +10,7 @@
 
 mod accept;
 mod event_loop;
+mod schedule;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
-//! The relay after a successful CONNECT, in both relay modes (the copy path, and `splice(2)`
-//! through kernel pipes with `--relay splice`): bulk data one way each and full duplex,
+//! The relay after a successful CONNECT, in every relay mode (the copy path, `splice(2)`
+//! through kernel pipes with `--relay splice`, and `--relay auto`, which splices bursts and
+//! copies small messages): bulk data one way each and full duplex,
 //! verified byte for byte; half-close passed through in both directions; early payload
 //! before spliced bytes; resets in either direction; and backpressure: a slow reader or a
 //! stalled upload keeps the proxy's memory and descriptors bounded.
@@ -170,14 +171,73 @@ fn splice_target_half_close_then_client_keeps_sending() {
 }
 
 #[test]
+fn auto_bulk_full_duplex() {
+    transfer(RelayMode::Auto, SIZE, SIZE);
+}
+
+#[test]
+fn auto_client_half_close_then_target_replies() {
+    client_half_close_scenario(RelayMode::Auto);
+}
+
+#[test]
+fn auto_target_half_close_then_client_keeps_sending() {
+    target_half_close_scenario(RelayMode::Auto);
+}
+
+/// `--relay auto` switches a direction between copy and splice as its traffic goes from small
+/// messages to bursts and back: every byte still arrives, in order.
+#[test]
+fn auto_small_messages_around_bursts_arrive_in_order() {
+    let server = start_in_mode(RelayMode::Auto);
+    let mut expected = Vec::new();
+    for round in 0..3u8 {
+        expected.extend_from_slice(&[b's', round]);
+        expected.extend((0..3 * MIB + 77).map(|i| (i as u8).wrapping_mul(31).wrapping_add(round)));
+    }
+    expected.extend_from_slice(b"end");
+    let script = expected.clone();
+    let target = Target::start("127.0.0.1:0", move |mut stream, _| {
+        // Small message, burst, pause: each round starts with the copy path again.
+        let mut at = 0;
+        for _ in 0..3 {
+            stream.write_all(&script[at..at + 2]).unwrap();
+            thread::sleep(Duration::from_millis(50));
+            stream.write_all(&script[at + 2..at + 2 + 3 * MIB + 77]).unwrap();
+            at += 2 + 3 * MIB + 77;
+            thread::sleep(Duration::from_millis(50));
+        }
+        stream.write_all(&script[at..]).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        read_to_close(&mut stream).map(|rest| rest.len()).map_err(|e| e.to_string())
+    });
+    let (mut stream, _) = socks_connect(proxy_addr(&server), target.addr);
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    assert!(got == expected, "got {} bytes of {}, or out of order", got.len(), expected.len());
+    drop(stream);
+    assert_eq!(target.next_result(), Ok(0));
+}
+
+#[test]
 fn splice_early_payload_and_reply_come_before_spliced_bytes() {
+    early_payload_scenario(RelayMode::Splice);
+}
+
+#[test]
+fn auto_early_payload_and_reply_come_before_spliced_bytes() {
+    early_payload_scenario(RelayMode::Auto);
+}
+
+fn early_payload_scenario(mode: RelayMode) {
     // Upward: payload sent in the same segment as the request sits in user space until the
     // upstream is up; it must reach the target before anything spliced later. Downward: the
     // target talks first, so its bytes are spliced while the SOCKS reply is still queued.
     const EARLY: &[u8] = b"EARLY-PAYLOAD;";
     const LATER: usize = MIB;
     const TARGET_SAYS: usize = 2 * MIB;
-    let server = start_in_mode(RelayMode::Splice);
+    let server = start_in_mode(mode);
     let target = Target::start("127.0.0.1:0", |mut stream, _| {
         write_stream(&mut stream, DOWN_SEED, TARGET_SAYS).map_err(|e| e.to_string())?;
         stream.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
@@ -301,7 +361,7 @@ fn slow_reader_keeps_proxy_memory_bounded() {
     const RSS_LIMIT: u64 = 40 * MIB as u64;
     // 256 MiB, or twice what the buffers on the way can hold if that is more.
     let total = beyond_buffering(256 * MIB);
-    let proxy = ProxyProcess::spawn(&[]);
+    let proxy = ProxyProcess::spawn(&["--relay", "copy"]);
     let rss_start = proxy.rss_bytes();
     let source = SourceTarget::start(SEED, total);
     let (mut stream, _) = socks_connect(proxy.addr, source.target.addr);
