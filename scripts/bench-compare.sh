@@ -194,10 +194,24 @@ else
   echo "danted not installed (apt-get install dante-server): skipped" >&2
 fi
 
+# Connection-rate runs leave tens of thousands of client sockets in TIME_WAIT for a minute; on
+# 127.0.0.1 they can hold every ephemeral port, and the next listener or connect fails
+# (EADDRINUSE, EADDRNOTAVAIL). Before each contender, wait (at most 70 s) until fewer than
+# 10 000 remain.
+settle_ports() {
+  for _ in $(seq 1 70); do
+    if [ "$(ss -tan state time-wait | wc -l)" -lt 10000 ]; then return 0; fi
+    sleep 1
+  done
+}
+
 n=${#contenders[@]}
-for round in $(seq 1 "$ROUNDS"); do
+# FIRST_ROUND continues an interrupted series with the rotation it would have had.
+FIRST_ROUND=${FIRST_ROUND:-1}
+for round in $(seq "$FIRST_ROUND" "$ROUNDS"); do
   echo "round $round of $ROUNDS" >&2
   for k in $(seq 0 $((n - 1))); do
+    settle_ports
     contender "${contenders[$(((k + round - 1) % n))]}"
   done
 done

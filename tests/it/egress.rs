@@ -15,6 +15,7 @@ use std::thread;
 
 use socksloop::users::{BindOut, Egress, User};
 
+use crate::support::netns::{self, sh};
 use crate::support::*;
 
 /// A user with a password and `egress`.
@@ -214,23 +215,7 @@ const INSIDE: &str = "SOCKSLOOP_TEST_EGRESS_NETNS";
 
 #[test]
 fn a_veth_end_in_a_network_namespace_cannot_reach_the_target() {
-    let exe = std::env::current_exe().expect("test binary path");
-    let output = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--exact", "egress::in_namespace", "--include-ignored", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .output()
-        .expect("run unshare (util-linux)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "inside the namespace:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "the inner test did not run:\n{stdout}\n{stderr}");
-}
-
-fn sh(args: &[&str]) {
-    let status = Command::new(args[0]).args(&args[1..]).status().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(status.success(), "{args:?} failed");
+    netns::run_inside(&["--net"], "egress::in_namespace", INSIDE);
 }
 
 #[test]

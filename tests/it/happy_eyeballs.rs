@@ -11,11 +11,11 @@
 //! Needs root (CI runs as root), `unshare` (util-linux) and `ip` (iproute2).
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use socksloop::config::PreferFamily;
 
+use crate::support::netns::{self, sh};
 use crate::support::*;
 
 /// Set when this binary runs inside the namespace the outer test made.
@@ -23,29 +23,7 @@ const INSIDE: &str = "SOCKSLOOP_TEST_IN_NETNS";
 
 #[test]
 fn happy_eyeballs_in_a_network_namespace() {
-    let exe = std::env::current_exe().expect("test binary path");
-    let output = Command::new("unshare")
-        .args(["--net", "--mount", "--"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "happy_eyeballs::in_namespace",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(INSIDE, "1")
-        .output()
-        .expect("run unshare (util-linux)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "inside the namespace:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "the inner test did not run:\n{stdout}\n{stderr}");
-}
-
-fn sh(args: &[&str]) {
-    let status = Command::new(args[0]).args(&args[1..]).status().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(status.success(), "{args:?} failed");
+    netns::run_inside(&["--net", "--mount"], "happy_eyeballs::in_namespace", INSIDE);
 }
 
 /// The black-holed network and the hosts file.

@@ -19,6 +19,7 @@ pub mod access;
 pub mod buffers;
 pub mod curl;
 pub mod data;
+pub mod netns;
 pub mod process;
 pub mod proxy;
 pub mod socks;

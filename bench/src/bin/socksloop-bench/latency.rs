@@ -117,10 +117,27 @@ fn boost() -> bool {
     }
 }
 
+/// A listener on `bind` (port 0), or, when that address has no free port left (after tens of
+/// thousands of connrate connections, their TIME_WAIT sockets can hold every ephemeral port of
+/// 127.0.0.1 for a minute), on another loopback address: the proxy reaches any of them.
+fn bind_somewhere(bind: SocketAddr) -> io::Result<TcpListener> {
+    match TcpListener::bind(bind) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && bind.ip().is_loopback() && bind.is_ipv4() => {
+            for last in 2..=9u8 {
+                if let Ok(listener) = TcpListener::bind(SocketAddr::from(([127, 0, 0, last], 0))) {
+                    return Ok(listener);
+                }
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
 /// The ping's echo server: one connection, accepted within `timeout`, echoed by a blocking
 /// thread until the client closes it. Returns its address and the thread.
 fn echo_server(bind: SocketAddr, timeout: Duration) -> io::Result<(SocketAddr, JoinHandle<io::Result<()>>)> {
-    let listener = TcpListener::bind(bind)?;
+    let listener = bind_somewhere(bind)?;
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let thread = thread::Builder::new().name("ping-echo".into()).spawn(move || {
