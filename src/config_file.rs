@@ -191,7 +191,7 @@ fn parse_users(
         let DeValue::Table(table) = entry.get_ref() else {
             return Err(format!("{}: key 'users': expected [[users]] tables", at(entry.span())));
         };
-        let user = parse_user(table, &at).map_err(|e| e.render(&at, entry.span()))?;
+        let user = parse_user(table).map_err(|e| e.render(&at, entry.span()))?;
         if let Secret::Plain(_) = user.secret {
             file.warnings.push(format!(
                 "{}: user '{}' has a plaintext password; prefer password-hash (socksloop hash-password)",
@@ -234,7 +234,7 @@ const USER_KEYS: &[&str] = &[
     "deny-dest",
 ];
 
-fn parse_user(table: &DeTable<'_>, _at: &dyn Fn(Range<usize>) -> String) -> Result<User, UserError> {
+fn parse_user(table: &DeTable<'_>) -> Result<User, UserError> {
     let fail =
         |key: &str, span: Option<Range<usize>>, why: String| UserError { key: key.to_owned(), span, why };
     let mut name = None;
