@@ -18,6 +18,9 @@ use crate::users::{BindOut, Egress, Users};
 pub struct Config {
     /// Addresses to accept SOCKS clients on.
     pub listen: Vec<SocketAddr>,
+    /// Whether `--listen` (or the config file's `listen` key) named them; `false`: the default.
+    /// Under socket activation the inherited sockets replace the default, and join named ones.
+    pub listen_given: bool,
     pub log_level: log::LevelFilter,
     /// How the access log (one line per finished connection) is written.
     pub log_format: LogFormat,
@@ -145,6 +148,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("valid default address")],
+            listen_given: false,
             log_level: log::LevelFilter::Info,
             log_format: LogFormat::Text,
             handshake_timeout: Duration::from_secs(10),
@@ -406,6 +410,7 @@ pub fn parse_args_only(args: Vec<OsString>) -> Result<Action, ConfigError> {
     let listen: Vec<String> = args.values_from_str("--listen").map_err(flag_error)?;
     if !listen.is_empty() {
         config.listen = listen.iter().map(|s| parse_socket_addr("--listen", s)).collect::<Result<_, _>>()?;
+        config.listen_given = true;
     }
     if let Some(level) = take(&mut args, "--log-level", parse_log_level)? {
         config.log_level = level;
@@ -696,6 +701,9 @@ mod tests {
     fn repeated_listen_and_ipv6() {
         let c = config(&["--listen", "[::1]:1081", "--listen", "127.0.0.1:1082"]);
         assert_eq!(c.listen, vec!["[::1]:1081".parse().unwrap(), "127.0.0.1:1082".parse().unwrap()]);
+        assert!(c.listen_given);
+        assert!(config(&["--listen=[::1]:1"]).listen_given);
+        assert!(!config(&["--workers", "2"]).listen_given, "the default address is not given");
     }
 
     #[test]

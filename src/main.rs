@@ -32,7 +32,6 @@ fn run() -> ExitCode {
     // can read the environment while systemd's variables are removed from it.
     let from_systemd = unsafe { systemd::Environment::take() };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let listen_given = systemd::listen_flag_given(&args);
     let reread_args = args.clone();
     let mut config = match config::parse_args(args) {
         Ok(Action::Run(config)) => *config,
@@ -76,7 +75,7 @@ fn run() -> ExitCode {
             return fail(format_args!("socket activation: {e}"));
         }
     };
-    if !inherited.is_empty() && !listen_given {
+    if !inherited.is_empty() && !config.listen_given {
         // The socket unit says where to listen: it replaces the default address.
         config.listen.clear();
     }
@@ -109,8 +108,8 @@ fn run() -> ExitCode {
     let signal_handle = signals.handle();
     // With a watchdog each loop wakes every quarter period and the pings go out every half,
     // so a healthy loop has gone round about twice between pings.
-    let clear_listen = !inherited.is_empty() && !listen_given;
-    let reread = Box::new(move || reread_config(&reread_args, clear_listen));
+    let activated = !inherited.is_empty();
+    let reread = Box::new(move || reread_config(&reread_args, activated));
     let launch =
         Launch { inherited, wake_every: watchdog_period.map(|period| period / 4), reread: Some(reread) };
     let server = match Server::launch(config, launch, move || signal_handle.close()) {
@@ -216,7 +215,7 @@ impl Notify {
 
 /// The configuration as a reload sees it: the same command line, the config file it names read
 /// again, the environment user, and the listeners cleared as at start under socket activation.
-fn reread_config(args: &[OsString], clear_listen: bool) -> Result<config::Config, String> {
+fn reread_config(args: &[OsString], activated: bool) -> Result<config::Config, String> {
     let mut config = match config::parse_args(args.to_vec()) {
         Ok(Action::Run(config)) => *config,
         Ok(_) => return Err("the command line no longer asks to run".into()),
@@ -226,7 +225,7 @@ fn reread_config(args: &[OsString], clear_listen: bool) -> Result<config::Config
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
-    if clear_listen {
+    if activated && !config.listen_given {
         config.listen.clear();
     }
     Ok(config)

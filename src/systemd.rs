@@ -518,17 +518,6 @@ impl Drop for Watchdog {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Which listeners
-
-/// Whether the command line names `--listen` (as `--listen ADDR` or `--listen=ADDR`). With
-/// socket activation, the inherited sockets replace the default address when it does not,
-/// and join the named addresses when it does. `config::parse_args` takes `--listen` before
-/// any other flag, so every such word is that flag, never another flag's value.
-pub fn listen_flag_given(args: &[OsString]) -> bool {
-    args.iter().any(|a| a == "--listen" || a.as_bytes().starts_with(b"--listen="))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,15 +670,6 @@ mod tests {
         assert!(all_advanced(&[1, 5], &[2, u64::MAX]), "the second loop has finished");
         assert!(!all_advanced(&[1], &[2, 3]));
         assert!(all_advanced(&[], &[]));
-    }
-
-    #[test]
-    fn listen_flag() {
-        let given = |args: &[&str]| listen_flag_given(&args.iter().map(OsString::from).collect::<Vec<_>>());
-        assert!(given(&["--listen", "127.0.0.1:1"]));
-        assert!(given(&["--workers", "2", "--listen=[::1]:1"]));
-        assert!(!given(&["--log-level", "info"]));
-        assert!(!given(&["--listening"]));
     }
 
     #[test]

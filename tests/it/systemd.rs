@@ -109,6 +109,29 @@ fn socket_activation_beside_listen_with_two_workers() {
 }
 
 #[test]
+fn socket_activation_beside_a_config_files_listen() {
+    // A config file's `listen` names addresses as `--listen` does: the inherited socket joins
+    // them instead of replacing them (only the default address is replaced).
+    let echo = echo_server("127.0.0.1:0");
+    let named = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = TempFile::new("activated.toml", &format!("listen = [\"{named}\"]\nlog-level = \"info\"\n"));
+    let (proxy, first, port) = spawn_activated(&["--config", file.path()]);
+    let activated = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(proxy.wait_for_log(&format!("listening on {activated}"), TIMEOUT));
+    assert_eq!(proxy.addr, named, "the file's address comes first");
+    serve_on(first, echo.addr, b"first");
+    assert_serves(named, &echo, "the config file's address");
+    assert_serves(activated, &echo, "the inherited socket");
+    let mut both = listening(proxy.pid());
+    both.sort();
+    assert_eq!(both, {
+        let mut v = vec![named, activated];
+        v.sort();
+        v
+    });
+}
+
+#[test]
 fn socket_activation_refuses_a_descriptor_that_is_not_a_listener() {
     // The shell passes itself as LISTEN_PID and execs the proxy in place, with /dev/null as
     // descriptor 3.
